@@ -1,0 +1,60 @@
+"""Public API of dkist-processing-core.
+
+This file belongs to the ``dkist-processing-core-task`` distribution alone. The other distributions
+(telemetry, workflow, build) put their modules into the same ``dkist_processing_core`` folder (or,
+in editable installs, into folders of their own that ``extend_path`` merges in). Public names load
+on first access so that ``from dkist_processing_core import TaskBase`` stays cheap on a worker.
+"""
+
+from __future__ import annotations
+
+import pkgutil
+from importlib import import_module
+from typing import TYPE_CHECKING
+from typing import Any
+
+__path__ = pkgutil.extend_path(__path__, __name__)
+
+if TYPE_CHECKING:
+    from dkist_processing_core.node import Node
+    from dkist_processing_core.resource_queue import ResourceQueue
+    from dkist_processing_core.task import TaskBase
+    from dkist_processing_core.workflow import Workflow
+
+__all__ = ["Node", "ResourceQueue", "TaskBase", "Workflow", "__version__"]
+
+# public name -> (module that defines it, distribution that ships the module)
+_LAZY_NAMES: dict[str, tuple[str, str]] = {
+    "TaskBase": ("dkist_processing_core.task", "dkist-processing-core-task"),
+    "ResourceQueue": ("dkist_processing_core.resource_queue", "dkist-processing-core-task"),
+    "Workflow": ("dkist_processing_core.workflow", "dkist-processing-core-workflow"),
+    "Node": ("dkist_processing_core.node", "dkist-processing-core-workflow"),
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name == "__version__":
+        from dkist_processing_core._version_task import __version__
+
+        return __version__
+    try:
+        module_name, dist = _LAZY_NAMES[name]
+    except KeyError:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}") from None
+    try:
+        module = import_module(module_name)
+    except ModuleNotFoundError as error:
+        if error.name != module_name:
+            raise
+        raise ImportError(
+            f"dkist_processing_core.{name} is provided by the distribution {dist!r}, which is not "
+            f"installed here. Install it with: pip install {dist}",
+            name=module_name,
+        ) from None
+    value = getattr(module, name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

@@ -1,0 +1,248 @@
+"""Configuration of dkist-processing-core, read from environment variables.
+
+Field names are lower-case snake names; pydantic-settings reads them from the upper-case
+environment variables of the same name, case-insensitively. Clients subclass
+:class:`DKISTProcessingCoreConfiguration` and add fields of their own.
+
+Values that do not parse raise :class:`ConfigurationError` naming the variable. Secrets (any field
+whose name contains ``pass``, ``secret`` or ``token``) never appear in reprs, errors or
+:meth:`DKISTProcessingCoreConfiguration.masked_dump`.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel
+from pydantic import Field
+from pydantic import ValidationError
+from pydantic_settings import BaseSettings
+from pydantic_settings import SettingsConfigDict
+from pydantic_settings import SettingsError
+
+__all__ = [
+    "ConfigurationError",
+    "DKISTProcessingCoreConfiguration",
+    "MeshService",
+    "RetryConfig",
+    "SECRET_MASK",
+    "core_configuration",
+    "is_secret_field",
+]
+
+SECRET_MASK = "**********"
+_SECRET_MARKERS = ("pass", "secret", "token")
+
+
+def is_secret_field(name: str) -> bool:
+    """True for field names that hold a secret (contain pass, secret or token)."""
+    lowered = name.lower()
+    return any(marker in lowered for marker in _SECRET_MARKERS)
+
+
+class ConfigurationError(ValueError):
+    """An environment variable holds a value that cannot be used."""
+
+
+class MeshService(BaseModel):
+    """Location of a service on the service mesh."""
+
+    mesh_address: str = Field(min_length=1, description="Host name or address of the service")
+    mesh_port: int = Field(ge=1, le=65535, description="TCP port of the service")
+
+
+class RetryConfig(BaseModel):
+    """Retry policy: delay, exponential backoff, jitter and limits."""
+
+    retry_delay: float = Field(default=1.0, ge=0, description="Seconds before the first retry")
+    retry_backoff: float = Field(default=2.0, ge=1, description="Multiplier of the delay after each retry")
+    retry_jitter: tuple[float, float] = Field(
+        default=(0.0, 1.0), description="Range of random seconds added to each delay"
+    )
+    retry_max_delay: float = Field(default=30.0, ge=0, description="Upper bound of one delay in seconds")
+    retry_tries: int = Field(default=-1, ge=-1, description="Attempts in all; -1 means until the time bound")
+
+
+class DKISTProcessingCoreConfiguration(BaseSettings):
+    """Settings of the processing core; every field is read from its upper-case environment variable."""
+
+    model_config = SettingsConfigDict(
+        case_sensitive=False,
+        env_nested_delimiter=None,
+        extra="ignore",
+        validate_default=True,
+    )
+
+    loguru_level: str = Field(default="INFO", description="Log level for the application")
+    mesh_config: dict[str, MeshService] = Field(
+        default_factory=dict,
+        description="Service mesh configuration",
+        examples=[{"upstream_service_name": {"mesh_address": "localhost", "mesh_port": 6742}}],
+    )
+    retry_config: RetryConfig = Field(
+        default_factory=RetryConfig, description="Retry configuration for the service"
+    )
+    otel_service_name: str = Field(
+        default="unknown-service-name", description="Service name for OpenTelemetry"
+    )
+    dkist_service_version: str = Field(
+        default="unknown-service-version", description="Service version for OpenTelemetry"
+    )
+    nomad_alloc_id: str = Field(
+        default="unknown-allocation-id", description="Nomad allocation ID for OpenTelemetry"
+    )
+    nomad_alloc_name: str = Field(
+        default="unknown-allocation-name",
+        description="Allocation name for the deployed container the task is running on.",
+    )
+    nomad_group_name: str = Field(
+        default="unknown-allocation-group",
+        description="Allocation group for the deployed container the task is running on",
+    )
+    otel_exporter_otlp_traces_insecure: bool = Field(
+        default=True, description="Use insecure connection for OTLP traces"
+    )
+    otel_exporter_otlp_metrics_insecure: bool = Field(
+        default=True, description="Use insecure connection for OTLP metrics"
+    )
+    otel_exporter_otlp_traces_endpoint: str | None = Field(
+        default=None,
+        description="OTLP traces endpoint. Overrides mesh configuration",
+        examples=["localhost:4317"],
+    )
+    otel_exporter_otlp_metrics_endpoint: str | None = Field(
+        default=None,
+        description="OTLP metrics endpoint. Overrides mesh configuration",
+        examples=["localhost:4317"],
+    )
+    otel_python_disabled_instrumentations: list[str] = Field(
+        default_factory=list,
+        description="List of instrumentations to disable. https://opentelemetry.io/docs/zero-code/python/configuration/",
+        examples=[["pika", "requests"]],
+    )
+    otel_python_fastapi_excluded_urls: str = Field(
+        default="health",
+        description="Comma separated list of URLs to exclude from OpenTelemetry instrumentation in FastAPI.",
+        examples=["client/.*/info,healthcheck"],
+    )
+    system_metric_instrumentation_config: dict[str, bool] | None = Field(
+        default=None,
+        description="Configuration for system metric instrumentation. https://opentelemetry-python-contrib.readthedocs.io/en/latest/instrumentation/system_metrics/system_metrics.html",
+        examples=[
+            {
+                "system.memory.usage": ["used", "free", "cached"],
+                "system.cpu.time": ["idle", "user", "system", "irq"],
+                "system.network.io": ["transmit", "receive"],
+                "process.runtime.memory": ["rss", "vms"],
+                "process.runtime.cpu.time": ["user", "system"],
+                "process.runtime.context_switches": ["involuntary", "voluntary"],
+            }
+        ],
+    )
+    isb_username: str = Field(default="guest", description="Username for the interservice-bus.")
+    isb_password: str = Field(default="guest", description="Password for the interservice-bus.")
+    isb_exchange: str = Field(default="master.direct.x", description="Exchange for the interservice-bus.")
+    isb_queue_type: str = Field(
+        default="classic",
+        description="Queue type for the interservice-bus.",
+        examples=["quorum", "classic"],
+    )
+    build_version: str = Field(default="dev", description="Fallback build version for workflow tasks.")
+    max_file_descriptors: int = Field(
+        default=1024, ge=1, description="Maximum number of file descriptors to allow the process."
+    )
+    # Fields beyond the seed's table (documented in docs/decisions.md).
+    pip_timeout: int = Field(default=15, ge=1, description="Seconds pip waits on the index per request when a node installs its pipeline.")
+    pip_retries: int = Field(default=5, ge=0, description="Retries of pip when a node installs its pipeline.")
+    is_notebook_execution_environment: bool = Field(
+        default=False, description="True inside the Jupyter environment that runs exported notebooks."
+    )
+    isb_publish_timeout: float = Field(
+        default=30.0,
+        gt=0,
+        description="Upper bound in seconds for one failure report to reach the interservice-bus before it is kept in the outbox.",
+    )
+    isb_outbox_dir: Path = Field(
+        default_factory=lambda: Path.home() / ".local" / "state" / "dkist-processing-core" / "isb-outbox",
+        description="Folder of the durable outbox that keeps failure reports the interservice-bus did not confirm.",
+    )
+
+    def __init__(self, **values: Any) -> None:
+        try:
+            super().__init__(**values)
+        except ValidationError as error:
+            raise ConfigurationError(_describe(error)) from None
+        except SettingsError as error:  # a complex variable (JSON) that does not parse
+            raise ConfigurationError(_describe_settings_error(error)) from None
+
+    @property
+    def cpu_count(self) -> int:
+        """CPUs this process may run on (respects affinity masks of containers)."""
+        try:
+            return len(os.sched_getaffinity(0))
+        except AttributeError:  # pragma: no cover - not on Linux
+            return os.cpu_count() or 1
+
+    @property
+    def isb_mesh_service(self) -> MeshService:
+        """The interservice bus from ``MESH_CONFIG['interservice-bus']``, default 127.0.0.1:5672."""
+        return self.mesh_config.get(
+            "interservice-bus", MeshService(mesh_address="127.0.0.1", mesh_port=5672)
+        )
+
+    @property
+    def otlp_traces_endpoint(self) -> str | None:
+        """Endpoint for spans: the env variable, else ``MESH_CONFIG['otlp-traces-endpoint']``."""
+        return self.otel_exporter_otlp_traces_endpoint or self._mesh_endpoint("otlp-traces-endpoint")
+
+    @property
+    def otlp_metrics_endpoint(self) -> str | None:
+        """Endpoint for metrics: the env variable, else ``MESH_CONFIG['otlp-metrics-endpoint']``."""
+        return self.otel_exporter_otlp_metrics_endpoint or self._mesh_endpoint("otlp-metrics-endpoint")
+
+    def _mesh_endpoint(self, key: str) -> str | None:
+        service = self.mesh_config.get(key)
+        if service is None:
+            return None
+        return f"{service.mesh_address}:{service.mesh_port}"
+
+    def masked_dump(self) -> dict[str, Any]:
+        """All settings as JSON-ready values, with secrets replaced by a mask."""
+        dumped = self.model_dump(mode="json")
+        return {name: SECRET_MASK if is_secret_field(name) else value for name, value in dumped.items()}
+
+    def __repr_args__(self):  # type: ignore[no-untyped-def]
+        for name, value in super().__repr_args__():
+            yield name, SECRET_MASK if name and is_secret_field(name) else value
+
+
+def _describe(error: ValidationError) -> str:
+    """One readable message per bad variable, naming it in upper case, never echoing secrets."""
+    lines = []
+    for problem in error.errors(include_url=False, include_input=False):
+        location = [str(part) for part in problem["loc"]]
+        variable = location[0].upper() if location else "?"
+        detail = ".".join(location[1:])
+        where = f"{variable} ({detail})" if detail else variable
+        lines.append(f"environment variable {where}: {problem['msg']}")
+    return "invalid configuration: " + "; ".join(lines)
+
+
+def _describe_settings_error(error: SettingsError) -> str:
+    match = re.search(r'field "([^"]+)"', str(error))
+    variable = match.group(1).upper() if match else "?"
+    return f"invalid configuration: environment variable {variable}: value is not valid JSON"
+
+
+_core_configuration: DKISTProcessingCoreConfiguration | None = None
+
+
+def core_configuration() -> DKISTProcessingCoreConfiguration:
+    """The configuration of this process, read from the environment once and then reused."""
+    global _core_configuration
+    if _core_configuration is None:
+        _core_configuration = DKISTProcessingCoreConfiguration()
+    return _core_configuration
