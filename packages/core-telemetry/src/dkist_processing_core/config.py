@@ -30,6 +30,7 @@ __all__ = [
     "RetryConfig",
     "SECRET_MASK",
     "core_configuration",
+    "default_isb_outbox_dir",
     "is_secret_field",
 ]
 
@@ -41,6 +42,11 @@ def is_secret_field(name: str) -> bool:
     """True for field names that hold a secret (contain pass, secret or token)."""
     lowered = name.lower()
     return any(marker in lowered for marker in _SECRET_MARKERS)
+
+
+def default_isb_outbox_dir() -> Path:
+    """``~/.local/state/dkist-processing-core/isb-outbox``"""
+    return Path.home() / ".local" / "state" / "dkist-processing-core" / "isb-outbox"
 
 
 class ConfigurationError(ValueError):
@@ -128,7 +134,9 @@ class DKISTProcessingCoreConfiguration(BaseSettings):
         description="Comma separated list of URLs to exclude from OpenTelemetry instrumentation in FastAPI.",
         examples=["client/.*/info,healthcheck"],
     )
-    system_metric_instrumentation_config: dict[str, bool] | None = Field(
+    # The seed declares dict[str, bool] but its own example maps metric names to lists of labels,
+    # which is what OpenTelemetry's SystemMetricsInstrumentor takes: both are accepted.
+    system_metric_instrumentation_config: dict[str, bool | list[str]] | None = Field(
         default=None,
         description="Configuration for system metric instrumentation. https://opentelemetry-python-contrib.readthedocs.io/en/latest/instrumentation/system_metrics/system_metrics.html",
         examples=[
@@ -166,7 +174,7 @@ class DKISTProcessingCoreConfiguration(BaseSettings):
         description="Upper bound in seconds for one failure report to reach the interservice-bus before it is kept in the outbox.",
     )
     isb_outbox_dir: Path = Field(
-        default_factory=lambda: Path.home() / ".local" / "state" / "dkist-processing-core" / "isb-outbox",
+        default_factory=lambda: default_isb_outbox_dir(),
         description="Folder of the durable outbox that keeps failure reports the interservice-bus did not confirm.",
     )
 
