@@ -6,7 +6,7 @@ behaves the same everywhere. The recipe run id comes from the environment variab
 a value such as ``"1; rm -rf /"`` is refused with exit status 2 before any pipeline code is imported.
 
 Exit status: 0 the task succeeded, 1 the task raised, 2 the invocation was wrong (bad recipe run
-id, task not importable or not a TaskBase subclass).
+id, invalid configuration variable, task not importable or not a TaskBase subclass).
 """
 
 from __future__ import annotations
@@ -55,8 +55,8 @@ def load_task_class(module_name: str, class_name: str) -> type[TaskBase]:
 
     try:
         module = import_module(module_name)
-    except ImportError as error:
-        raise InvocationError(f"cannot import task module {module_name!r}: {error}") from None
+    except Exception as error:  # missing, or broken at import (SyntaxError, NameError, ...)
+        raise InvocationError(f"cannot import task module {module_name!r}: {type(error).__name__}: {error}") from None
     task_class = getattr(module, class_name, None)
     if not (isinstance(task_class, type) and issubclass(task_class, TaskBase)):
         raise InvocationError(f"{module_name}.{class_name} is not a TaskBase subclass")
@@ -84,6 +84,17 @@ def run_task(
             raise
 
 
+def _check_configuration() -> None:
+    """Read the settings from the environment now, so that a bad variable is an invocation error."""
+    from dkist_processing_core.config import ConfigurationError
+    from dkist_processing_core.config import core_configuration
+
+    try:
+        core_configuration()
+    except ConfigurationError as error:
+        raise InvocationError(str(error)) from None
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m dkist_processing_core.run_task",
@@ -108,6 +119,7 @@ def main(argv: list[str] | None = None) -> int:
         if raw_id is None:
             raise InvocationError(f"no recipe run id: set ${RECIPE_RUN_ID_VARIABLE} or pass --recipe-run-id")
         recipe_run_id = parse_recipe_run_id(raw_id)
+        _check_configuration()
         load_task_class(args.module, args.task)
     except InvocationError as error:
         print(f"dkist-processing-core: {error}", file=sys.stderr)

@@ -11,15 +11,20 @@ whose name contains ``pass``, ``secret`` or ``token``) never appear in reprs, er
 
 from __future__ import annotations
 
+import json
 import os
 import re
 from pathlib import Path
+from typing import Annotated
 from typing import Any
 
 from pydantic import BaseModel
 from pydantic import Field
 from pydantic import ValidationError
+from pydantic import field_validator
+from pydantic import model_validator
 from pydantic_settings import BaseSettings
+from pydantic_settings import NoDecode
 from pydantic_settings import SettingsConfigDict
 from pydantic_settings import SettingsError
 
@@ -36,6 +41,9 @@ __all__ = [
 
 SECRET_MASK = "**********"
 _SECRET_MARKERS = ("pass", "secret", "token")
+_LOG_LEVELS = ("TRACE", "DEBUG", "INFO", "SUCCESS", "WARNING", "ERROR", "CRITICAL")
+_QUEUE_TYPES = ("classic", "quorum", "stream")
+_ENDPOINT = re.compile(r"(?:https?://)?(?P<host>\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._-]+)(?::(?P<port>[0-9]{1,5}))?/?")
 
 
 def is_secret_field(name: str) -> bool:
@@ -71,6 +79,13 @@ class RetryConfig(BaseModel):
     retry_max_delay: float = Field(default=30.0, ge=0, description="Upper bound of one delay in seconds")
     retry_tries: int = Field(default=-1, ge=-1, description="Attempts in all; -1 means until the time bound")
 
+    @model_validator(mode="after")
+    def _jitter_is_a_range(self) -> RetryConfig:
+        low, high = self.retry_jitter
+        if low < 0 or high < low:
+            raise ValueError("retry_jitter must be [low, high] with 0 <= low <= high")
+        return self
+
 
 class DKISTProcessingCoreConfiguration(BaseSettings):
     """Settings of the processing core; every field is read from its upper-case environment variable."""
@@ -92,20 +107,20 @@ class DKISTProcessingCoreConfiguration(BaseSettings):
         default_factory=RetryConfig, description="Retry configuration for the service"
     )
     otel_service_name: str = Field(
-        default="unknown-service-name", description="Service name for OpenTelemetry"
+        default="unknown-service-name", min_length=1, description="Service name for OpenTelemetry"
     )
     dkist_service_version: str = Field(
-        default="unknown-service-version", description="Service version for OpenTelemetry"
+        default="unknown-service-version", min_length=1, description="Service version for OpenTelemetry"
     )
     nomad_alloc_id: str = Field(
-        default="unknown-allocation-id", description="Nomad allocation ID for OpenTelemetry"
+        default="unknown-allocation-id", min_length=1, description="Nomad allocation ID for OpenTelemetry"
     )
     nomad_alloc_name: str = Field(
-        default="unknown-allocation-name",
+        default="unknown-allocation-name", min_length=1,
         description="Allocation name for the deployed container the task is running on.",
     )
     nomad_group_name: str = Field(
-        default="unknown-allocation-group",
+        default="unknown-allocation-group", min_length=1,
         description="Allocation group for the deployed container the task is running on",
     )
     otel_exporter_otlp_traces_insecure: bool = Field(
@@ -124,7 +139,7 @@ class DKISTProcessingCoreConfiguration(BaseSettings):
         description="OTLP metrics endpoint. Overrides mesh configuration",
         examples=["localhost:4317"],
     )
-    otel_python_disabled_instrumentations: list[str] = Field(
+    otel_python_disabled_instrumentations: Annotated[list[str], NoDecode] = Field(
         default_factory=list,
         description="List of instrumentations to disable. https://opentelemetry.io/docs/zero-code/python/configuration/",
         examples=[["pika", "requests"]],
@@ -150,15 +165,15 @@ class DKISTProcessingCoreConfiguration(BaseSettings):
             }
         ],
     )
-    isb_username: str = Field(default="guest", description="Username for the interservice-bus.")
-    isb_password: str = Field(default="guest", description="Password for the interservice-bus.")
-    isb_exchange: str = Field(default="master.direct.x", description="Exchange for the interservice-bus.")
+    isb_username: str = Field(default="guest", min_length=1, description="Username for the interservice-bus.")
+    isb_password: str = Field(default="guest", min_length=1, description="Password for the interservice-bus.")
+    isb_exchange: str = Field(default="master.direct.x", min_length=1, description="Exchange for the interservice-bus.")
     isb_queue_type: str = Field(
         default="classic",
         description="Queue type for the interservice-bus.",
         examples=["quorum", "classic"],
     )
-    build_version: str = Field(default="dev", description="Fallback build version for workflow tasks.")
+    build_version: str = Field(default="dev", pattern=r"^[A-Za-z0-9._-]+$", description="Fallback build version for workflow tasks.")
     max_file_descriptors: int = Field(
         default=1024, ge=1, description="Maximum number of file descriptors to allow the process."
     )
@@ -177,6 +192,87 @@ class DKISTProcessingCoreConfiguration(BaseSettings):
         default_factory=lambda: default_isb_outbox_dir(),
         description="Folder of the durable outbox that keeps failure reports the interservice-bus did not confirm.",
     )
+
+    # Checks beyond the types, so that a bad value fails when the settings are read, naming the
+    # variable, instead of deep inside a task (see docs/decisions.md).
+
+    @field_validator("loguru_level", mode="before")
+    @classmethod
+    def _known_log_level(cls, value: object) -> object:
+        if not isinstance(value, str):
+            return value
+        level = value.strip().upper()
+        if level in _LOG_LEVELS or (level.isdigit() and level.isascii()):
+            return level
+        raise ValueError(f"unknown log level; use one of {', '.join(_LOG_LEVELS)} or a number")
+
+    @field_validator("isb_queue_type", mode="before")
+    @classmethod
+    def _known_queue_type(cls, value: object) -> object:
+        if not isinstance(value, str):
+            return value
+        queue_type = value.strip().lower()
+        if queue_type not in _QUEUE_TYPES:
+            raise ValueError(f"unknown queue type; RabbitMQ knows {', '.join(_QUEUE_TYPES)}")
+        return queue_type
+
+    @field_validator("otel_exporter_otlp_traces_endpoint", "otel_exporter_otlp_metrics_endpoint", mode="before")
+    @classmethod
+    def _endpoint(cls, value: object) -> object:
+        if not isinstance(value, str):
+            return value
+        endpoint = value.strip()
+        if not endpoint:
+            return None  # an empty variable means "not configured"
+        match = _ENDPOINT.fullmatch(endpoint)
+        if match is None:
+            raise ValueError(
+                "not an OTLP gRPC endpoint; use host:port or http(s)://host:port, e.g. localhost:4317"
+            )
+        port = match.group("port")
+        if port is not None and not 1 <= int(port) <= 65535:
+            raise ValueError(f"port {port} is not in 1..65535")
+        return endpoint
+
+    @field_validator("otel_python_disabled_instrumentations", mode="before")
+    @classmethod
+    def _instrumentation_names(cls, value: object) -> object:
+        """A JSON list (``["pika", "requests"]``) or OpenTelemetry's own comma separated form (``pika,requests``)."""
+        if not isinstance(value, str):
+            return value
+        text = value.strip()
+        if text.startswith("["):
+            try:
+                return json.loads(text)
+            except ValueError:
+                raise ValueError("value is not a valid JSON list of names") from None
+        return [name.strip() for name in text.split(",") if name.strip()]
+
+    @field_validator("otel_python_fastapi_excluded_urls")
+    @classmethod
+    def _url_patterns(cls, value: str) -> str:
+        for pattern in value.split(","):
+            try:
+                re.compile(pattern.strip())
+            except re.error as error:
+                raise ValueError(f"an entry is not a regular expression: {error}") from None
+        return value
+
+    @field_validator("isb_outbox_dir", mode="before")
+    @classmethod
+    def _outbox_dir(cls, value: object) -> object:
+        if isinstance(value, str | Path):
+            if not str(value).strip():
+                raise ValueError("the outbox folder must not be empty")
+            path = Path(value).expanduser()
+            if not path.is_absolute():
+                raise ValueError(
+                    "the outbox folder must be an absolute path (tasks run in changing working directories)"
+                )
+            if path.exists() and not path.is_dir():
+                raise ValueError("the path exists and is not a folder")
+            return path
+        return value
 
     def __init__(self, **values: Any) -> None:
         try:

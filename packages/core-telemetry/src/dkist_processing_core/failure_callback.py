@@ -1,0 +1,125 @@
+"""Airflow ``on_failure_callback`` that reports a failed task on the interservice bus.
+
+Every exported DAG file imports this module in the Airflow scheduler, so it imports only the
+standard library; the configuration, the ISB producer and pika load when a task actually fails.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import uuid
+from collections.abc import Mapping
+from typing import TYPE_CHECKING
+from typing import Any
+
+if TYPE_CHECKING:
+    from dkist_processing_core.isb import IsbTarget
+    from dkist_processing_core.isb import PublishResult
+
+__all__ = ["chat_ops_notification", "failure_report_body"]
+
+logger = logging.getLogger("dkist_processing_core.isb")
+
+
+def chat_ops_notification(
+    context: Mapping[str, Any] | None,
+    workflow_name: str,
+    workflow_version: str,
+    task_name: str,
+    *,
+    target: IsbTarget | None = None,
+) -> PublishResult | None:
+    """Publish a failure report for chat operations; never raises.
+
+    Used as ``functools.partial(chat_ops_notification, workflow_name=..., workflow_version=...,
+    task_name=...)``. Returns within ``ISB_PUBLISH_TIMEOUT`` seconds; a report the broker did
+    not confirm by then waits in the outbox (see :mod:`dkist_processing_core.isb`). ``target``
+    overrides the configured broker, exchange, queue and outbox.
+    """
+    body: dict[str, Any] | None = None
+    try:
+        body = failure_report_body(context, workflow_name, workflow_version, task_name)
+        logger.warning(
+            "task %s of workflow %s %s failed (dag run %s); reporting it on the interservice bus "
+            "as conversation %s",
+            task_name,
+            workflow_name,
+            workflow_version,
+            body["dagRunId"],
+            body["conversationId"],
+        )
+        from dkist_processing_core.isb import publish
+
+        return publish(body, target)
+    except Exception:  # an exception here would only hide the task's own failure
+        logger.exception(
+            "failure report of task %s of workflow %s %s could not be published "
+            "(the report is lost unless recovered from this line): %s",
+            task_name,
+            workflow_name,
+            workflow_version,
+            _as_json(body),
+        )
+        return None
+
+
+def _as_json(body: dict[str, Any] | None) -> str:
+    try:
+        return json.dumps(body)
+    except Exception:
+        return repr(body)
+
+
+def failure_report_body(
+    context: Mapping[str, Any] | None, workflow_name: str, workflow_version: str, task_name: str
+) -> dict[str, Any]:
+    """The JSON body of a failure report; unknown context values become ``None``."""
+    context = context if isinstance(context, Mapping) else {}
+    return {
+        "conversationId": uuid.uuid4().hex,
+        "workflowName": workflow_name,
+        "workflowVersion": workflow_version,
+        "taskName": task_name,
+        "dagRunId": _dag_run_id(context),
+        "logUrl": _log_url(context),
+    }
+
+
+def _dag_run_id(context: Mapping[str, Any]) -> str | None:
+    run_id = _safe_get(context, "run_id")
+    if run_id is None:
+        run_id = _safe_attr(_safe_get(context, "dag_run"), "run_id")
+    if run_id is None:
+        run_id = _safe_attr(_task_instance(context), "run_id")
+    return None if run_id is None else str(run_id)
+
+
+def _log_url(context: Mapping[str, Any]) -> str | None:
+    # Airflow 3: both the scheduler's TaskInstance and the task SDK's RuntimeTaskInstance have a
+    # ``log_url`` property built from [api] base_url; it can fail if the configuration is broken.
+    url = _safe_attr(_task_instance(context), "log_url")
+    return None if url is None else str(url)
+
+
+def _task_instance(context: Mapping[str, Any]) -> Any:
+    ti = _safe_get(context, "task_instance")
+    return ti if ti is not None else _safe_get(context, "ti")
+
+
+def _safe_get(context: Mapping[str, Any], key: str) -> Any:
+    try:
+        return context.get(key)
+    except Exception:  # Airflow's lazy context values may raise on access
+        logger.debug("context value %r is not available", key, exc_info=True)
+        return None
+
+
+def _safe_attr(obj: Any, name: str) -> Any:
+    if obj is None:
+        return None
+    try:
+        return getattr(obj, name, None)
+    except Exception:  # a property that needs a database or configuration may raise
+        logger.debug("%s.%s is not available", type(obj).__name__, name, exc_info=True)
+        return None

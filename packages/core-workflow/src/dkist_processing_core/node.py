@@ -1,0 +1,332 @@
+"""Node: one task of a workflow, with everything needed to run it on a worker or in a notebook.
+
+A Node checks its task when it is made (a TaskBase subclass that a worker can import by module
+path, with sane ``retries``/``retry_delay_seconds``) and its settings (resource queue, pip extras),
+so that everything it later writes into a DAG file or a notebook is a validated value. The DAG
+file and notebook text come from :mod:`dkist_processing_core.export`.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import sys
+from functools import cache
+from importlib import import_module
+from importlib.metadata import packages_distributions
+from typing import TYPE_CHECKING
+from typing import Any
+
+from dkist_processing_core.naming import MAX_VERSION_LENGTH
+from dkist_processing_core.naming import MAX_WORKFLOW_NAME_LENGTH
+from dkist_processing_core.naming import validate_name_part
+from dkist_processing_core.resource_queue import ResourceQueue
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable
+
+    from dkist_processing_core.task import TaskBase
+
+__all__ = [
+    "FROZEN_EXTRA",
+    "MAX_TASK_NAME_LENGTH",
+    "Node",
+    "WorkflowError",
+    "pipeline_distribution",
+    "validate_package_name",
+]
+
+#: Extra that every pipeline distribution is expected to define: its pinned (frozen) dependencies.
+#: pip warns and carries on when a distribution does not define it.
+FROZEN_EXTRA = "frozen"
+#: Task class names become Airflow task ids and notebook cell ids.
+MAX_TASK_NAME_LENGTH = 100
+
+_IDENTIFIER = r"[A-Za-z_][A-Za-z0-9_]*"
+_IDENTIFIER_RE = re.compile(_IDENTIFIER)
+_DOTTED_NAME_RE = re.compile(rf"{_IDENTIFIER}(?:\.{_IDENTIFIER})*")
+# PEP 508 names (distributions and extras), ASCII only.
+_PEP508_NAME_RE = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9._-]*[A-Za-z0-9])?")
+_MAX_EXTRA_LENGTH = 64
+_MAX_RETRY_DELAY_SECONDS = 7 * 24 * 3600
+_MAX_RETRIES = 1000
+
+
+class WorkflowError(ValueError):
+    """A workflow or one of its nodes is not valid; the message says what to change."""
+
+
+def validate_package_name(value: object, what: str = "workflow_package") -> str:
+    """Return ``value`` if it is a dotted Python package name such as ``my_pipeline.workflows``."""
+    if value is None or value == "":
+        raise WorkflowError(
+            f"{what} is {value!r}: pass the dotted name of the package that holds the workflow, "
+            "usually __package__ from a module inside that package. __package__ is None or '' "
+            "when the file is run as a script (python my_file.py); run it as a module "
+            "(python -m my_pipeline.workflows) or import it instead. (Seed form called positionally? "
+            "Use keywords: process_category=, process_name=, workflow_package=.)"
+        )
+    if not isinstance(value, str):
+        raise WorkflowError(
+            f"{what} must be a dotted package name (str), got {type(value).__name__} {value!r}"
+        )
+    if not _DOTTED_NAME_RE.fullmatch(value):
+        raise WorkflowError(
+            f"{what} {value!r} is not a dotted Python package name "
+            "(ASCII identifiers separated by '.', e.g. 'my_pipeline.workflows')"
+        )
+    return value
+
+
+@cache
+def _distributions_of_top_level_packages() -> dict[str, list[str]]:
+    return packages_distributions()
+
+
+def _canonical(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def pipeline_distribution(workflow_package: str) -> str:
+    """Name of the distribution (the pip-installable pipeline) that ships ``workflow_package``.
+
+    Looked up with :func:`importlib.metadata.packages_distributions` for the top-level import
+    name. When that finds nothing (editable installs, a source tree on ``sys.path``) or several
+    distributions none of which is named like the package, the fallback is the top-level package
+    name with ``_`` replaced by ``-`` (``dkist_processing_visp`` -> ``dkist-processing-visp``).
+    """
+    top_level = validate_package_name(workflow_package).partition(".")[0]
+    candidates = sorted(set(_distributions_of_top_level_packages().get(top_level, [])))
+    chosen = top_level.replace("_", "-")
+    if len(candidates) == 1:
+        chosen = candidates[0]
+    else:
+        for candidate in candidates:
+            if _canonical(candidate) == _canonical(top_level):
+                chosen = candidate
+                break
+    if not _PEP508_NAME_RE.fullmatch(chosen):
+        raise WorkflowError(
+            f"distribution name {chosen!r} of package {top_level!r} is not a valid PEP 508 name"
+        )
+    return chosen
+
+
+def _validate_task(task: object) -> type[TaskBase]:
+    """The task must be a TaskBase subclass that a worker can import as ``module.ClassName``."""
+    from dkist_processing_core.task import TaskBase
+
+    if not (isinstance(task, type) and issubclass(task, TaskBase)):
+        raise WorkflowError(f"task must be a subclass of TaskBase, got {task!r}")
+    if task is TaskBase:
+        raise WorkflowError("task must be a subclass of TaskBase, not TaskBase itself")
+    name = task.__name__
+    if not (_IDENTIFIER_RE.fullmatch(name) and len(name) <= MAX_TASK_NAME_LENGTH):
+        raise WorkflowError(
+            f"task class name {name!r} is not allowed: use an ASCII Python identifier of at most "
+            f"{MAX_TASK_NAME_LENGTH} characters (it becomes the Airflow task id)"
+        )
+    module_name = task.__module__
+    if module_name == "__main__":
+        raise WorkflowError(
+            f"task {name} is defined in __main__ (a file run as a script); workers import tasks by "
+            "module path, so define it in a module of the pipeline package"
+        )
+    if not (isinstance(module_name, str) and _DOTTED_NAME_RE.fullmatch(module_name)):
+        raise WorkflowError(
+            f"task {name} has the module path {module_name!r}, which is not a dotted Python module name"
+        )
+    if task.__qualname__ != name:
+        raise WorkflowError(
+            f"task {name} is defined inside a function or class ({module_name}.{task.__qualname__}); "
+            f"workers import tasks as module.ClassName, so define it at the top level of {module_name}"
+        )
+    module = sys.modules.get(module_name)
+    if module is None:
+        try:
+            module = import_module(module_name)
+        except Exception as error:
+            raise WorkflowError(
+                f"task {name}: its module {module_name!r} cannot be imported ({error})"
+            ) from None
+    if getattr(module, name, None) is not task:
+        raise WorkflowError(
+            f"task {name} cannot be imported as {module_name}.{name}: that name does not refer to "
+            "this class; workers import tasks by module path"
+        )
+    return task
+
+
+def _validate_retries(task: type[TaskBase]) -> tuple[int, int | float]:
+    retries = getattr(task, "retries", 0)
+    if (
+        isinstance(retries, bool)
+        or not isinstance(retries, int)
+        or not 0 <= retries <= _MAX_RETRIES
+    ):
+        raise WorkflowError(
+            f"task {task.__name__}: retries must be an int from 0 to {_MAX_RETRIES}, got {retries!r}"
+        )
+    delay = getattr(task, "retry_delay_seconds", 60)
+    if (
+        isinstance(delay, bool)
+        or not isinstance(delay, int | float)
+        or not math.isfinite(delay)
+        or not 0 <= delay <= _MAX_RETRY_DELAY_SECONDS
+    ):
+        raise WorkflowError(
+            f"task {task.__name__}: retry_delay_seconds must be a number from 0 to "
+            f"{_MAX_RETRY_DELAY_SECONDS}, got {delay!r}"
+        )
+    return retries, delay
+
+
+def _validate_resource_queue(value: object, task_name: str) -> ResourceQueue:
+    if value is None:
+        return ResourceQueue.DEFAULT
+    try:
+        return ResourceQueue(value)
+    except ValueError:
+        allowed = ", ".join(queue.value for queue in ResourceQueue)
+        raise WorkflowError(
+            f"task {task_name}: resource_queue {value!r} is not one of {allowed}"
+        ) from None
+
+
+def _validate_pip_extras(value: object, task_name: str) -> list[str]:
+    if value is None:
+        return []
+    items: Iterable[Any] = [value] if isinstance(value, str) else value  # type: ignore[assignment]
+    try:
+        items = list(items)
+    except TypeError:
+        raise WorkflowError(
+            f"task {task_name}: pip_extras must be a list of extra names, got {value!r}"
+        ) from None
+    extras: list[str] = []
+    for extra in items:
+        if not (
+            isinstance(extra, str)
+            and len(extra) <= _MAX_EXTRA_LENGTH
+            and _PEP508_NAME_RE.fullmatch(extra)
+        ):
+            raise WorkflowError(
+                f"task {task_name}: pip extra {extra!r} is not a valid extra name (ASCII letters, digits, "
+                f"'.', '_' and '-', starting and ending with a letter or digit, at most {_MAX_EXTRA_LENGTH})"
+            )
+        if extra not in extras:
+            extras.append(extra)
+    return extras
+
+
+def _as_task_list(upstreams: object) -> list[Any]:
+    if upstreams is None:
+        return []
+    if isinstance(upstreams, type):
+        return [upstreams]
+    if isinstance(upstreams, list | tuple):
+        return list(upstreams)
+    raise WorkflowError(
+        f"upstreams must be None, a task class or a list of task classes, got {upstreams!r}"
+    )
+
+
+class Node:
+    """One task of a workflow and how to run it: on a worker (Airflow) or in a notebook."""
+
+    def __init__(
+        self,
+        workflow_name: str,
+        workflow_version: str,
+        workflow_package: str,
+        task: type[TaskBase],
+        resource_queue: ResourceQueue | str | None = None,
+        upstreams: type[TaskBase] | list[type[TaskBase]] | None = None,
+        pip_extras: list[str] | None = None,
+        *,
+        distribution: str | None = None,
+        pip_timeout: int | None = None,
+        pip_retries: int | None = None,
+    ) -> None:
+        self.workflow_name = validate_name_part(
+            workflow_name, "workflow name", MAX_WORKFLOW_NAME_LENGTH
+        )
+        self.workflow_version = validate_name_part(
+            workflow_version, "workflow version", MAX_VERSION_LENGTH
+        )
+        self.workflow_package = validate_package_name(workflow_package)
+        self.task: type[TaskBase] = _validate_task(task)
+        self.retries, self.retry_delay_seconds = _validate_retries(self.task)
+        self.resource_queue = _validate_resource_queue(resource_queue, self.task_id)
+        self.pip_extras = _validate_pip_extras(pip_extras, self.task_id)
+        self.upstreams: list[type[TaskBase]] = []
+        for upstream in _as_task_list(upstreams):
+            if not isinstance(upstream, type):
+                raise WorkflowError(
+                    f"{self.task_id} lists upstream {upstream!r}, which is not a task class"
+                )
+            if upstream not in self.upstreams:
+                self.upstreams.append(upstream)
+        if distribution is None:
+            distribution = pipeline_distribution(self.workflow_package)
+        elif not (isinstance(distribution, str) and _PEP508_NAME_RE.fullmatch(distribution)):
+            raise WorkflowError(
+                f"distribution {distribution!r} is not a valid PEP 508 distribution name"
+            )
+        self.distribution = distribution
+        if pip_timeout is None or pip_retries is None:
+            from dkist_processing_core.config import DKISTProcessingCoreConfiguration
+
+            configuration = DKISTProcessingCoreConfiguration()
+            pip_timeout = configuration.pip_timeout if pip_timeout is None else pip_timeout
+            pip_retries = configuration.pip_retries if pip_retries is None else pip_retries
+        self.pip_timeout = _validate_count(pip_timeout, "pip_timeout", minimum=1)
+        self.pip_retries = _validate_count(pip_retries, "pip_retries", minimum=0)
+
+    @property
+    def task_id(self) -> str:
+        """Airflow task id: the task's class name."""
+        return self.task.__name__
+
+    @property
+    def module_path(self) -> str:
+        """Module a worker imports the task class from."""
+        return self.task.__module__
+
+    @property
+    def upstream_task_ids(self) -> list[str]:
+        return [upstream.__name__ for upstream in self.upstreams]
+
+    @property
+    def install_extras(self) -> list[str]:
+        """Extras installed with the pipeline: ``frozen`` first, then the node's pip extras."""
+        return [FROZEN_EXTRA, *(extra for extra in self.pip_extras if extra != FROZEN_EXTRA)]
+
+    @property
+    def requirement(self) -> str:
+        """What pip installs on the worker: ``"{dist}[frozen{,extras}]=={version}"``."""
+        return f"{self.distribution}[{','.join(self.install_extras)}]=={self.workflow_version}"
+
+    def operator_definition(self) -> str:
+        """Source line that adds this node's BashOperator to the DAG file."""
+        from dkist_processing_core.export.dag import operator_definition
+
+        return operator_definition(self)
+
+    def notebook_cell_source(self) -> str:
+        """Source of the notebook cell that runs this task in-process, as a worker would."""
+        from dkist_processing_core.export.notebook import notebook_cell_source
+
+        return notebook_cell_source(self)
+
+    def __repr__(self) -> str:
+        return (
+            f"Node(task={self.module_path}.{self.task_id}, upstreams={self.upstream_task_ids}, "
+            f"resource_queue={self.resource_queue.value!r}, pip_extras={self.pip_extras!r})"
+        )
+
+
+def _validate_count(value: object, what: str, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise WorkflowError(f"{what} must be an int >= {minimum}, got {value!r}")
+    return value

@@ -1,0 +1,357 @@
+"""The ISB producer against the real RabbitMQ: delivery, topology, refusals, configuration."""
+
+from __future__ import annotations
+
+import json
+import logging
+import subprocess
+import sys
+import uuid
+
+import pika
+import pika.exceptions
+import pytest
+from dkist_processing_core.config import DKISTProcessingCoreConfiguration
+from dkist_processing_core.isb import FAILURE_QUEUE
+from dkist_processing_core.isb import FAILURE_ROUTING_KEY
+from dkist_processing_core.isb import IsbTarget
+from dkist_processing_core.isb import RetryPolicy
+from dkist_processing_core.isb import flush_outbox
+from dkist_processing_core.isb import publish
+from dkist_processing_core.isb_outbox import Outbox
+from helpers.rabbitmq import consume_all
+from helpers.rabbitmq import declare_queue
+from helpers.rabbitmq import delete_names
+from helpers.rabbitmq import isb_target
+from helpers.rabbitmq import require_rabbitmq
+from helpers.rabbitmq import unique_names
+from helpers.tcp_proxy import TcpProxy
+
+BOUND = 3.0
+SLACK = 2.0  # the callback must return within its bound; this covers a loaded 2-core machine
+
+
+@pytest.fixture
+def names():
+    require_rabbitmq()
+    names = unique_names()
+    yield names
+    delete_names(names)
+
+
+@pytest.fixture
+def target(names, tmp_path):
+    return isb_target(names, tmp_path / "outbox", publish_timeout=BOUND)
+
+
+def body(n: int = 0) -> dict:
+    return {"conversationId": uuid.uuid4().hex, "n": n, "text": "Grüße ☀"}
+
+
+def test_message_arrives_with_exact_body_and_properties(target, names):
+    sent = body()
+
+    result = publish(sent, target)
+
+    assert result.delivered and result.outbox_path is None and result.error is None
+    assert result.message_id == sent["conversationId"]
+    (delivery,) = consume_all(names.queue, expected=1)
+    assert delivery.json() == sent
+    assert list(delivery.json()) == list(sent)  # key order kept
+    assert delivery.properties.delivery_mode == pika.DeliveryMode.Persistent.value
+    assert delivery.properties.content_type == "application/json"
+    assert delivery.properties.message_id == sent["conversationId"]
+    assert delivery.routing_key == names.routing_key
+    assert delivery.exchange == names.exchange
+    assert Outbox(target.outbox_dir).pending() == []
+
+
+def test_declares_a_durable_direct_exchange_and_a_durable_bound_queue(target, names):
+    assert publish(body(), target).delivered
+
+    connection = pika.BlockingConnection(pika.ConnectionParameters("127.0.0.1", 5672))
+    try:
+        channel = connection.channel()
+        # Redeclaring with the same attributes succeeds, with others fails (406).
+        channel.exchange_declare(names.exchange, exchange_type="direct", durable=True)
+        channel.queue_declare(names.queue, durable=True, arguments={"x-queue-type": "classic"})
+        with pytest.raises(pika.exceptions.ChannelClosedByBroker) as wrong_type:
+            connection.channel().exchange_declare(
+                names.exchange, exchange_type="fanout", durable=True
+            )
+        assert wrong_type.value.reply_code == 406
+        with pytest.raises(pika.exceptions.ChannelClosedByBroker) as not_durable:
+            connection.channel().queue_declare(names.queue, durable=False)
+        assert not_durable.value.reply_code == 406
+    finally:
+        connection.close()
+    assert len(consume_all(names.queue, expected=1)) == 1
+
+
+def test_next_publish_first_drains_the_outbox_in_order(names, tmp_path):
+    with TcpProxy() as proxy:
+        target = isb_target(names, tmp_path / "outbox", port=proxy.port, publish_timeout=1.0)
+        proxy.refuse()
+        earlier = [body(n) for n in range(3)]
+        results = [publish(message, target) for message in earlier]
+        assert not any(result.delivered for result in results)
+        assert len(Outbox(target.outbox_dir)) == 3
+
+        proxy.heal()
+        latest = body(3)
+        result = publish(latest, target)
+
+    assert result.delivered and result.drained == 3
+    received = [delivery.json() for delivery in consume_all(names.queue, expected=4)]
+    assert received == [*earlier, latest]
+    assert Outbox(target.outbox_dir).pending() == []
+
+
+def test_unroutable_message_is_retried_and_kept_not_dropped(names, tmp_path, caplog):
+    # The producer does not declare the queue here, so nothing is bound to its routing key.
+    target = isb_target(names, tmp_path / "outbox", declare_queue=False, publish_timeout=BOUND)
+    sent = body()
+    caplog.set_level(logging.INFO, logger="dkist_processing_core.isb")
+
+    result = publish(sent, target)
+
+    assert not result.delivered
+    assert result.attempts >= 2, "an unroutable return must be retried"
+    assert result.duration <= BOUND + SLACK
+    assert "unroutable" in (result.error or "")
+    retries = [
+        r for r in caplog.records if "unroutable" in r.getMessage() and "retrying" in r.getMessage()
+    ]
+    assert retries, caplog.text
+    kept = Outbox(target.outbox_dir).pending()
+    assert kept == [result.outbox_path]
+    assert str(result.outbox_path) in caplog.text
+
+    declare_queue(names)  # the consumer side appears
+    flushed = flush_outbox(target)
+
+    assert flushed.delivered == 1 and flushed.remaining == 0
+    assert [d.json() for d in consume_all(names.queue, expected=1)] == [sent]
+
+
+def test_nacked_message_is_retried_and_kept(names, tmp_path):
+    # A queue that rejects every publish: the broker answers with a nack.
+    declare_queue(names, {"x-max-length": 0, "x-overflow": "reject-publish"})
+    target = isb_target(names, tmp_path / "outbox", declare_queue=False, publish_timeout=2.0)
+    sent = body()
+
+    result = publish(sent, target)
+
+    assert not result.delivered and result.attempts >= 2
+    assert "nack" in (result.error or "")
+    assert len(Outbox(target.outbox_dir)) == 1
+
+    delete_names(names)
+    declare_queue(names)
+    assert flush_outbox(target).delivered == 1
+    assert [d.json() for d in consume_all(names.queue, expected=1)] == [sent]
+
+
+def test_wrong_credentials_are_named_and_the_password_never_logged(names, tmp_path, caplog):
+    password = f"pw-{uuid.uuid4().hex}"
+    user = f"isb-user-{uuid.uuid4().hex[:8]}"
+    target = isb_target(names, tmp_path / "outbox", username=user, password=password)
+    caplog.set_level(logging.DEBUG)  # every logger, pika's included
+
+    result = publish(body(), target)
+
+    assert not result.delivered
+    assert result.attempts == 1, "refused credentials fail fast instead of retrying"
+    refusals = [
+        r
+        for r in caplog.records
+        if r.levelno >= logging.ERROR
+        and user in r.getMessage()
+        and "127.0.0.1:5672" in r.getMessage()
+    ]
+    assert refusals, caplog.text
+    assert "ISB_PASSWORD" in refusals[0].getMessage()
+    assert password not in caplog.text
+    assert all(password not in r.getMessage() for r in caplog.records)
+    assert password not in repr(target)
+    (kept,) = Outbox(target.outbox_dir).pending()
+    assert password not in kept.read_text()
+    # The right credentials deliver it later.
+    assert flush_outbox(isb_target(names, tmp_path / "outbox")).delivered == 1
+
+
+def test_quorum_queue_type_from_the_environment(names, tmp_path, monkeypatch):
+    monkeypatch.setenv("ISB_QUEUE_TYPE", "quorum")
+    target = IsbTarget.from_configuration(
+        DKISTProcessingCoreConfiguration(),
+        exchange=names.exchange,
+        queue=names.queue,
+        routing_key=names.routing_key,
+        outbox_dir=tmp_path / "outbox",
+        publish_timeout=10.0,
+    )
+    assert target.queue_type == "quorum"
+    sent = body()
+
+    assert publish(sent, target).delivered
+
+    connection = pika.BlockingConnection(pika.ConnectionParameters("127.0.0.1", 5672))
+    try:
+        connection.channel().queue_declare(
+            names.queue, durable=True, arguments={"x-queue-type": "quorum"}
+        )
+        with pytest.raises(pika.exceptions.ChannelClosedByBroker) as classic:
+            connection.channel().queue_declare(
+                names.queue, durable=True, arguments={"x-queue-type": "classic"}
+            )
+        assert classic.value.reply_code == 406
+    finally:
+        connection.close()
+    assert [d.json() for d in consume_all(names.queue, expected=1)] == [sent]
+
+
+def test_queue_of_another_type_is_a_clear_error_and_the_message_is_kept(names, tmp_path, caplog):
+    declare_queue(names, {"x-queue-type": "classic"})
+    target = isb_target(names, tmp_path / "outbox", queue_type="quorum")
+    caplog.set_level(logging.INFO, logger="dkist_processing_core.isb")
+
+    result = publish(body(), target)
+
+    assert not result.delivered and result.attempts == 1
+    errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+    assert any("ISB_QUEUE_TYPE" in m and names.queue in m for m in errors), caplog.text
+    assert len(Outbox(target.outbox_dir)) == 1
+
+
+def test_unwritable_outbox_still_publishes(names, tmp_path, caplog):
+    not_a_folder = tmp_path / "file"
+    not_a_folder.write_text("")
+    target = isb_target(names, not_a_folder / "outbox")
+    sent = body()
+    caplog.set_level(logging.INFO, logger="dkist_processing_core.isb")
+
+    result = publish(sent, target)
+
+    assert result.delivered
+    assert any(
+        "ISB_OUTBOX_DIR" in r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR
+    )
+    assert [d.json() for d in consume_all(names.queue, expected=1)] == [sent]
+
+
+def test_unwritable_outbox_and_no_broker_logs_the_whole_message(names, tmp_path, caplog):
+    not_a_folder = tmp_path / "file"
+    not_a_folder.write_text("")
+    with TcpProxy() as proxy:
+        proxy.refuse()
+        target = isb_target(names, not_a_folder / "outbox", port=proxy.port, publish_timeout=1.0)
+        sent = body()
+        caplog.set_level(logging.INFO, logger="dkist_processing_core.isb")
+
+        result = publish(sent, target)
+
+    assert not result.delivered and result.outbox_path is None
+    critical = [r.getMessage() for r in caplog.records if r.levelno == logging.CRITICAL]
+    assert critical and json.dumps(sent) in critical[0]
+
+
+def test_flush_of_an_empty_outbox_does_not_connect(names, tmp_path):
+    with TcpProxy() as proxy:
+        target = isb_target(names, tmp_path / "outbox", port=proxy.port)
+        result = flush_outbox(target)
+        assert proxy.accepted == 0
+    assert (result.delivered, result.remaining, result.attempts) == (0, 0, 0)
+    assert int(result) == 0
+
+
+def test_target_from_configuration(monkeypatch, tmp_path):
+    monkeypatch.setenv(
+        "MESH_CONFIG",
+        json.dumps({"interservice-bus": {"mesh_address": "isb.example", "mesh_port": 5673}}),
+    )
+    monkeypatch.setenv("ISB_USERNAME", "alice")
+    monkeypatch.setenv("ISB_PASSWORD", "do-not-show")
+    monkeypatch.setenv("ISB_EXCHANGE", "some.x")
+    monkeypatch.setenv("ISB_QUEUE_TYPE", "quorum")
+    monkeypatch.setenv("ISB_PUBLISH_TIMEOUT", "7.5")
+    monkeypatch.setenv("ISB_OUTBOX_DIR", str(tmp_path / "box"))
+    monkeypatch.setenv(
+        "RETRY_CONFIG",
+        json.dumps(
+            {
+                "retry_delay": 0.5,
+                "retry_backoff": 3,
+                "retry_jitter": [0.1, 0.2],
+                "retry_max_delay": 4,
+                "retry_tries": 5,
+            }
+        ),
+    )
+
+    target = IsbTarget.from_configuration(DKISTProcessingCoreConfiguration())
+
+    assert (target.host, target.port, target.broker) == ("isb.example", 5673, "isb.example:5673")
+    assert (target.username, target.password, target.exchange) == ("alice", "do-not-show", "some.x")
+    assert (target.queue, target.routing_key, target.queue_type) == (
+        FAILURE_QUEUE,
+        FAILURE_ROUTING_KEY,
+        "quorum",
+    )
+    assert (FAILURE_QUEUE, FAILURE_ROUTING_KEY) == ("recipe.run.failure.q", "recipe.run.failure.m")
+    assert target.publish_timeout == 7.5 and target.outbox_dir == tmp_path / "box"
+    assert (target.retry.delay, target.retry.backoff, target.retry.jitter) == (0.5, 3.0, (0.1, 0.2))
+    assert (target.retry.max_delay, target.retry.tries) == (4.0, 5)
+    assert "do-not-show" not in repr(target)
+
+
+def test_default_broker_is_local(monkeypatch):
+    for variable in (
+        "MESH_CONFIG",
+        "ISB_USERNAME",
+        "ISB_PASSWORD",
+        "ISB_EXCHANGE",
+        "ISB_OUTBOX_DIR",
+    ):
+        monkeypatch.delenv(variable, raising=False)
+    target = IsbTarget.from_configuration(DKISTProcessingCoreConfiguration())
+    assert (
+        target.outbox_dir
+        == IsbTarget().outbox_dir
+        == DKISTProcessingCoreConfiguration().isb_outbox_dir
+    )
+    assert (target.broker, target.username, target.exchange) == (
+        "127.0.0.1:5672",
+        "guest",
+        "master.direct.x",
+    )
+
+
+def test_retry_tries_limits_attempts(names, tmp_path):
+    with TcpProxy() as proxy:
+        proxy.refuse()
+        target = isb_target(
+            names,
+            tmp_path / "outbox",
+            port=proxy.port,
+            retry=RetryPolicy(delay=0.01, jitter=(0.0, 0.0), tries=3),
+        )
+        result = publish(body(), target)
+    assert result.attempts == 3 and not result.delivered
+
+
+def test_backoff_grows_and_is_capped():
+    policy = RetryPolicy(delay=1, backoff=2, jitter=(0, 0), max_delay=5)
+    assert [policy.delay_after(n) for n in range(1, 6)] == [1, 2, 4, 5, 5]
+    jittery = RetryPolicy(delay=1, backoff=1, jitter=(0.5, 0.25), max_delay=10)
+    assert all(1.25 <= jittery.delay_after(1) <= 1.5 for _ in range(50))
+    assert RetryPolicy(tries=-1).allows(10_000) and not RetryPolicy(tries=2).allows(2)
+
+
+def test_importing_the_module_does_not_load_pika_or_the_configuration():
+    code = (
+        "import sys, dkist_processing_core.isb\n"
+        "heavy = [m for m in ('pika', 'pydantic', 'pydantic_settings', 'opentelemetry') if m in sys.modules]\n"
+        "print(heavy)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"

@@ -1,0 +1,86 @@
+"""An exported DAG run end to end by Airflow's ``dag.test()``: venv install, tasks, failure report."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+from dkist_processing_core import ResourceQueue
+from dkist_processing_core import Workflow
+from helpers.release import build_wheel
+
+
+def test_dag_runs_each_task_in_a_fresh_venv_and_reports_the_failure(
+    make_pipeline, core_wheelhouse, run_dag, tmp_path
+):
+    pipeline = make_pipeline(version="1.2.3")
+    tasks = pipeline.tasks
+    workflow = Workflow(
+        input_data="l0",
+        output_data="l1",
+        category="e2e",
+        workflow_package=pipeline.package,
+        workflow_version="1.2.3",
+    )
+    workflow.add_node(tasks.Fetch)
+    # "gpu" is not an extra of the pipeline, nor is "frozen": pip warns and installs anyway
+    workflow.add_node(
+        tasks.Calibrate,
+        upstreams=tasks.Fetch,
+        resource_queue=ResourceQueue.HIGH_MEMORY,
+        pip_extras=["gpu"],
+    )
+    workflow.add_node(tasks.Explode, upstreams=tasks.Fetch)
+    dag_file = workflow.export_dag(tmp_path / "dags")
+
+    pipeline_wheels = tmp_path / "pipeline-wheels"
+    pipeline_wheels.mkdir()
+    build_wheel(pipeline.project_dir, pipeline_wheels)
+    # The test process has the pipeline on sys.path; the worker venvs must get it from the wheel.
+    shutil.rmtree(pipeline.source_dir)
+    record = tmp_path / "record.txt"
+    outbox = tmp_path / "outbox"
+
+    result = run_dag(
+        dag_file,
+        {"recipe_run_id": 42},
+        env={
+            "PIP_NO_INDEX": "1",
+            "PIP_FIND_LINKS": f"{pipeline_wheels} {core_wheelhouse}",
+            "WORKFLOW_TEST_RECORD": str(record),
+            "NOMAD_ALLOC_ID": "alloc-7f3e",
+            # the failure report goes to a closed port and ends up in the outbox within the bound
+            "MESH_CONFIG": json.dumps(
+                {"interservice-bus": {"mesh_address": "127.0.0.1", "mesh_port": 1}}
+            ),
+            "ISB_PUBLISH_TIMEOUT": "2",
+            "ISB_OUTBOX_DIR": str(outbox),
+        },
+    )
+
+    assert result.state == "failed", result.output[-5000:]
+    assert result.tasks == {"Fetch": "success", "Calibrate": "success", "Explode": "failed"}
+    lines = record.read_text().splitlines()
+    assert lines[0] == "run Fetch 42 l0_to_l1_e2e 1.2.3"  # the upstream ran first
+    assert sorted(lines[1:]) == [
+        "rollback Explode 42 l0_to_l1_e2e 1.2.3",
+        "run Calibrate 42 l0_to_l1_e2e 1.2.3",
+        "run Explode 42 l0_to_l1_e2e 1.2.3",
+    ]
+    # what the script logs: Nomad variables, the install, the limits, the task's exit status
+    output = result.output
+    assert "NOMAD_ALLOC_ID=alloc-7f3e" in output
+    assert "does not provide the extra 'frozen'" in output
+    assert f"{pipeline.distribution}==1.2.3" in output  # pip list --format=freeze
+    assert "Max open files" in output
+    assert "task Explode exited with status 1" in output
+    assert "task Calibrate exited with status 0" in output
+    # every throw-away venv is gone
+    assert list((tmp_path / "tmp").rglob("pyvenv.cfg")) == []
+    # the failure callback reported Explode, and only Explode
+    reports = [json.loads(path.read_text()) for path in outbox.rglob("*.json")]
+    bodies = [report.get("body", report) for report in reports]
+    assert [
+        (body["taskName"], body["workflowName"], body["workflowVersion"]) for body in bodies
+    ] == [("Explode", "l0_to_l1_e2e", "1.2.3")]
+    assert bodies[0]["dagRunId"] == result.run_id

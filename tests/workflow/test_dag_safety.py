@@ -1,0 +1,305 @@
+"""No injection: hostile names, versions, tags, extras, module paths, class names and dag_run.conf.
+
+Every input either raises a clear error, or reaches the generated file only as a string literal:
+the file's syntax tree, with string literals blanked, is the same as for harmless values. The
+recipe run id from ``dag_run.conf`` is checked with ``int()`` before anything else runs.
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from dkist_processing_core import Workflow
+from dkist_processing_core.export.dag import BASH_SCRIPT
+from dkist_processing_core.naming import NamingError
+from dkist_processing_core.workflow import WorkflowError
+from hypothesis import HealthCheck
+from hypothesis import assume
+from hypothesis import example
+from hypothesis import given
+from hypothesis import settings
+from hypothesis import strategies as st
+
+HOSTILE = [
+    "'; import os; os.system('touch /tmp/x') #",
+    '"); __import__("os").system("id")  #',
+    "$(touch marker)",
+    "`touch marker`",
+    "1; rm -rf /",
+    "a\nimport os",
+    "{{ dag_run.conf }}",
+    "{% for x in y %}",
+    "\\",
+    "'''",
+    '"""',
+    "x\x00y",
+    "\u202e",
+    "é",
+    "a b",
+    " ",
+    "",
+    "--help",
+    "-rf",
+    "a]==0 ; os_name",
+    "x" * 300,
+]
+SAFE_TEXT = st.from_regex(r"\A[A-Za-z0-9][A-Za-z0-9._-]{0,20}\Z")
+HOSTILE_TEXT = st.one_of(st.sampled_from(HOSTILE), st.text(max_size=40), SAFE_TEXT)
+FIELD_WORDS = (
+    "input_data",
+    "output_data",
+    "category",
+    "detail",
+    "workflow version",
+    "workflow name",
+    "tag",
+    "pip extra",
+)
+SUPPRESS = [HealthCheck.function_scoped_fixture, HealthCheck.too_slow]
+
+
+def _shape(source: str) -> str:
+    """The file's syntax tree with every string literal (and list/tuple of them) blanked out."""
+
+    class Blank(ast.NodeTransformer):
+        def visit_Constant(self, node: ast.Constant) -> ast.AST:
+            return ast.Constant("S") if isinstance(node.value, str) else node
+
+        def visit_List(self, node: ast.List) -> ast.AST:
+            if node.elts and all(
+                isinstance(e, ast.Constant) and isinstance(e.value, str) for e in node.elts
+            ):
+                return ast.Constant("S")
+            return self.generic_visit(node)
+
+        visit_Tuple = visit_List
+
+    return ast.dump(Blank().visit(ast.parse(source)))
+
+
+def _strings(source: str) -> list[str]:
+    return [
+        node.value
+        for node in ast.walk(ast.parse(source))
+        if isinstance(node, ast.Constant) and isinstance(node.value, str)
+    ]
+
+
+def _build(
+    pipeline,
+    *,
+    input_data="l0",
+    output_data="l1",
+    category="cat",
+    detail=None,
+    version="1.0.0",
+    tags=(),
+    extras=(),
+):
+    tasks = pipeline.tasks
+    workflow = Workflow(
+        input_data=input_data,
+        output_data=output_data,
+        category=category,
+        detail=detail,
+        workflow_package=pipeline.package,
+        workflow_version=version,
+        tags=list(tags),
+    )
+    workflow.add_node(tasks.Fetch, pip_extras=list(extras))
+    workflow.add_node(tasks.Calibrate, upstreams=tasks.Fetch, pip_extras=list(extras))
+    return workflow
+
+
+@pytest.fixture
+def baseline_shape(pipeline) -> str:
+    return _shape(_build(pipeline).dag_file_source())
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=SUPPRESS)
+@given(
+    field=st.sampled_from(
+        ["input_data", "output_data", "category", "detail", "version", "tags", "extras"]
+    ),
+    value=HOSTILE_TEXT,
+)
+@example(field="tags", value="x'); import os #")
+@example(field="tags", value="a b")
+@example(field="version", value="1.0.0rc1")
+@example(field="extras", value="gpu")
+def test_hostile_values_raise_a_clear_error_or_stay_string_literals(
+    pipeline, baseline_shape, field, value
+):
+    arguments = {field: [value]} if field in ("tags", "extras") else {field: value}
+    try:
+        workflow = _build(pipeline, **arguments)
+        source = workflow.dag_file_source()
+    except (NamingError, WorkflowError) as error:
+        message = str(error)
+        assert any(word in message for word in FIELD_WORDS), message
+        return
+    if field == "detail" and not value:
+        return  # an empty detail is no detail
+    assert _shape(source) == baseline_shape
+    strings = _strings(source)
+    assert any(value in string for string in strings)
+    compile(source, "<dag>", "exec")
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=SUPPRESS)
+@given(name=HOSTILE_TEXT)
+@example(name="Fetch")
+@example(name="Evil; import os")
+def test_hostile_task_class_names(pipeline, baseline_shape, name):
+    assume("\x00" not in name)  # Python itself refuses such a class name
+    tasks = pipeline.tasks
+    cls = type(name, (tasks.RecordingTask,), {"__module__": tasks.__name__})
+    workflow = _build(pipeline)
+    if name.isidentifier() and name.isascii() and not hasattr(tasks, name):
+        setattr(tasks, name, cls)  # importable as module.Name, like a real task
+        try:
+            workflow.add_node(cls, upstreams=tasks.Fetch)
+            source = workflow.dag_file_source()
+        except WorkflowError as error:
+            assert "task" in str(error)
+            return
+        finally:
+            delattr(tasks, name)
+        assert name in _strings(source)
+        compile(source, "<dag>", "exec")
+        return
+    with pytest.raises(WorkflowError, match="task"):
+        workflow.add_node(cls)
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=SUPPRESS)
+@given(module=st.one_of(HOSTILE_TEXT, SAFE_TEXT.map(lambda text: f"hyp_missing_{text}")))
+@example(module="os")
+@example(module="__main__")
+def test_hostile_module_paths_are_rejected(pipeline, module):
+    cls = type("Wanderer", (pipeline.tasks.RecordingTask,), {"__module__": module})
+    with pytest.raises(WorkflowError, match="Wanderer"):
+        _build(pipeline).add_node(cls)
+
+
+def _script_env(tmp_path: Path, recipe_run_id: str) -> dict[str, str]:
+    return {
+        "PATH": os.pathsep.join([str(Path(sys.executable).parent), "/usr/bin", "/bin"]),
+        "TMPDIR": str(tmp_path),
+        "HOME": str(tmp_path),
+        "RECIPE_RUN_ID": recipe_run_id,
+        "DKIST_TASK_MODULE": "pipe.tasks",
+        "DKIST_TASK_CLASS": "Fetch",
+        "DKIST_WORKFLOW_NAME": "w",
+        "DKIST_WORKFLOW_VERSION": "1",
+        "DKIST_REQUIREMENT": "no-such-dist-x[frozen]==1",
+        "DKIST_PIP_TIMEOUT": "1",
+        "DKIST_PIP_RETRIES": "0",
+        "PIP_NO_INDEX": "1",
+        "PIP_CONFIG_FILE": os.devnull,
+    }
+
+
+def _is_valid_id(raw: str) -> bool:
+    try:
+        return int(raw.strip(), 10) >= 0
+    except ValueError:
+        return False
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=SUPPRESS)
+@given(raw=st.one_of(st.sampled_from(HOSTILE), st.text(max_size=30)))
+@example(raw="1; touch {marker}")
+@example(raw="$(touch {marker})")
+@example(raw="`touch {marker}`")
+@example(raw="1\ntouch {marker}")
+@example(raw="-1")
+@example(raw="0x10")
+@example(raw="1.5")
+def test_script_refuses_a_bad_recipe_run_id_before_doing_anything(tmp_path, raw):
+    marker = tmp_path / "marker"
+    raw = raw.replace("{marker}", str(marker))
+    assume("\x00" not in raw and not _is_valid_id(raw))
+    result = subprocess.run(
+        ["bash", "-c", BASH_SCRIPT],
+        env=_script_env(tmp_path, raw),
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 2, result.stderr
+    assert "recipe run id must be a non-negative integer, got " in result.stderr
+    assert repr(raw) in result.stderr
+    assert not marker.exists()
+    assert result.stdout == ""  # the check is the first thing the script does
+    assert not list(tmp_path.iterdir())  # no venv, no temp dir
+
+
+def test_script_with_a_good_id_goes_on_and_cleans_up_after_a_failed_install(tmp_path):
+    result = subprocess.run(
+        ["bash", "-c", BASH_SCRIPT],
+        env=_script_env(tmp_path, " 17 "),
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode != 0
+    assert "recipe run id" not in result.stderr
+    assert "No matching distribution found for no-such-dist-x" in result.stderr
+    assert "task Fetch exited" not in result.stdout
+    assert not list(tmp_path.iterdir()), "the throw-away venv must be removed"
+
+
+def test_dag_run_conf_cannot_inject(pipeline, run_dag, tmp_path):
+    """Through real Airflow templating: bad conf values fail the task before any install or task code."""
+    workflow = Workflow(
+        process_category="conf",
+        process_name="attack",
+        workflow_package=pipeline.package,
+        workflow_version="1.0.0",
+    )
+    workflow.add_node(pipeline.tasks.Fetch)
+    dag_file = workflow.export_dag(tmp_path / "dags")
+    marker = tmp_path / "marker"
+    record = tmp_path / "record.txt"
+    confs = [
+        {"recipe_run_id": f"1; touch {marker}"},
+        {"recipe_run_id": f"$(touch {marker})"},
+        {"recipe_run_id": "{{ 7 * 7 }}"},
+        {"recipe_run_id": -5},
+        {"recipe_run_id": {"nested": f"`touch {marker}`"}},
+        {"recipe_run_id": None},
+        {},
+    ]
+    results = run_dag(
+        dag_file,
+        confs,
+        env={
+            "WORKFLOW_TEST_RECORD": str(record),
+            "PIP_NO_INDEX": "1",
+            "MESH_CONFIG": json.dumps(
+                {"interservice-bus": {"mesh_address": "127.0.0.1", "mesh_port": 1}}
+            ),
+            "ISB_PUBLISH_TIMEOUT": "1",
+            "ISB_OUTBOX_DIR": str(tmp_path / "outbox"),
+        },
+    )
+    assert [result.state for result in results] == ["failed"] * len(confs)
+    assert [result.tasks for result in results] == [{"Fetch": "failed"}] * len(confs)
+    output = results[0].output
+    assert output.count("recipe run id must be a non-negative integer") >= len(confs)
+    assert "got '{{ 7 * 7 }}'" in output  # rendered once, never evaluated again
+    # no key at all: Airflow's strict templating fails the task before the script starts
+    assert "has no attribute 'recipe_run_id'" in output
+    assert "Looking in links" not in output and "Collecting" not in output
+    assert not marker.exists()
+    assert not record.exists()
+    assert len(list((tmp_path / "outbox").rglob("*.json"))) == len(
+        confs
+    )  # every failure was reported

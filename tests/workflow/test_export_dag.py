@@ -1,0 +1,286 @@
+"""The exported Airflow DAG file: what the scheduler loads, byte for byte."""
+
+from __future__ import annotations
+
+import ast
+import hashlib
+import os
+import subprocess
+import sys
+import textwrap
+from datetime import timedelta
+from functools import partial
+
+import pytest
+from dkist_processing_core import ResourceQueue
+from dkist_processing_core import Workflow
+from dkist_processing_core.export import GENERATOR
+from dkist_processing_core.export.dag import BASH_SCRIPT
+from dkist_processing_core.export.dag import RECIPE_RUN_ID_TEMPLATE
+from dkist_processing_core.failure_callback import chat_ops_notification
+from dkist_processing_core.workflow import WorkflowError
+
+
+def _workflow(pipeline, **kwargs) -> Workflow:
+    tasks = pipeline.tasks
+    workflow = Workflow(
+        input_data="l0",
+        output_data="l1",
+        category="visp",
+        workflow_package=pipeline.package,
+        tags=["VISP", "trial run"],
+        workflow_version=pipeline.version,
+        **kwargs,
+    )
+    workflow.add_node(tasks.Fetch)
+    workflow.add_node(
+        tasks.Calibrate,
+        upstreams=tasks.Fetch,
+        resource_queue=ResourceQueue.HIGH_MEMORY,
+        pip_extras=["gpu"],
+    )
+    workflow.add_node(tasks.Quality, upstreams=tasks.Fetch, resource_queue=ResourceQueue.MULTI_CORE)
+    workflow.add_node(
+        tasks.Publish, upstreams=[tasks.Calibrate, tasks.Quality], resource_queue="gpu"
+    )
+    return workflow
+
+
+def _load_with_dagbag(folder):
+    from airflow.dag_processing.dagbag import DagBag
+
+    bag = DagBag(dag_folder=str(folder))
+    assert bag.import_errors == {}
+    return bag
+
+
+def test_dagbag_loads_the_file_and_reads_back_the_workflow(pipeline, tmp_path):
+    workflow = _workflow(pipeline, max_active_runs=3)
+    path = workflow.export_dag(tmp_path / "dags")
+    assert path == tmp_path / "dags" / "l0_to_l1_visp_1.0.0.py"
+    bag = _load_with_dagbag(path.parent)
+    assert list(bag.dags) == [workflow.dag_name]
+    dag = bag.dags[workflow.dag_name]
+    assert set(dag.tags) == set(workflow.tags) == {"VISP", "trial run", "1.0.0", "l0", "l1", "visp"}
+    assert dag.max_active_runs == 3
+    assert dag.catchup is False
+    assert dag.default_args == {"owner": "DKIST Data Center"}
+    assert sorted(dag.task_ids) == sorted(node.task_id for node in workflow.nodes)
+    for node in workflow.nodes:
+        task = dag.get_task(node.task_id)
+        assert task.upstream_task_ids == set(node.upstream_task_ids)
+        assert task.queue == node.resource_queue.value
+        assert task.pool == node.resource_queue.pool
+        assert task.retries == node.retries
+        assert task.retry_delay == timedelta(seconds=node.retry_delay_seconds)
+        assert task.owner == "DKIST Data Center"
+        assert task.append_env is True
+        assert task.bash_command == BASH_SCRIPT
+        assert task.env == {
+            "RECIPE_RUN_ID": RECIPE_RUN_ID_TEMPLATE,
+            "DKIST_TASK_MODULE": node.module_path,
+            "DKIST_TASK_CLASS": node.task_id,
+            "DKIST_WORKFLOW_NAME": "l0_to_l1_visp",
+            "DKIST_WORKFLOW_VERSION": "1.0.0",
+            "DKIST_REQUIREMENT": node.requirement,
+            "DKIST_PIP_TIMEOUT": "15",
+            "DKIST_PIP_RETRIES": "5",
+        }
+        (callback,) = task.on_failure_callback
+        assert isinstance(callback, partial)
+        assert callback.func is chat_ops_notification
+        assert callback.keywords == {
+            "workflow_name": "l0_to_l1_visp",
+            "workflow_version": "1.0.0",
+            "task_name": node.task_id,
+        }
+    assert (
+        dag.get_task("Calibrate").env["DKIST_REQUIREMENT"]
+        == f"{pipeline.distribution}[frozen,gpu]==1.0.0"
+    )
+    assert dag.get_task("Calibrate").retries == 2
+    assert dag.get_task("Publish").pool == "gpu_pool"
+    assert {task.task_id for task in dag.get_task("Fetch").get_flat_relatives(upstream=False)} == {
+        "Calibrate",
+        "Quality",
+        "Publish",
+    }
+
+
+def test_load_returns_the_airflow_dag(pipeline):
+    from airflow.sdk import DAG
+
+    workflow = _workflow(pipeline)
+    dag = workflow.load()
+    assert isinstance(dag, DAG)
+    assert dag.dag_id == workflow.dag_name
+    assert dag.get_task("Publish").upstream_task_ids == {"Calibrate", "Quality"}
+    assert [task.task_id for task in dag.get_task("Publish").get_flat_relatives(upstream=True)]
+
+
+def test_load_without_airflow_names_the_extra(pipeline, monkeypatch):
+    workflow = _workflow(pipeline)
+    monkeypatch.setitem(sys.modules, "airflow.sdk", None)
+    with pytest.raises(
+        ImportError, match=r"pip install 'dkist-processing-core-workflow\[airflow\]'"
+    ):
+        workflow.load()
+
+
+def test_file_imports_only_airflow_the_stdlib_and_the_failure_callback(pipeline):
+    tree = ast.parse(_workflow(pipeline).dag_file_source())
+    imported = set()
+    for statement in ast.walk(tree):
+        if isinstance(statement, ast.Import):
+            imported.update(alias.name for alias in statement.names)
+        elif isinstance(statement, ast.ImportFrom):
+            imported.add(statement.module)
+    assert imported == {
+        "datetime",
+        "functools",
+        "airflow.sdk",
+        "airflow.providers.standard.operators.bash",
+        "dkist_processing_core.failure_callback",
+    }
+    calls = {
+        node.func.id
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Name)
+    }
+    assert calls == {"BashOperator", "timedelta", "partial", "DAG", "_bash_task"}
+    assert not any(isinstance(node, ast.JoinedStr) for node in ast.walk(tree)), (
+        "no f-strings in generated code"
+    )
+
+
+def test_header_names_the_generator_and_the_file_has_no_timestamps(pipeline):
+    source = _workflow(pipeline).dag_file_source()
+    first_line = source.splitlines()[0]
+    assert first_line == f"# Generated by {GENERATOR}. Do not edit: export the workflow again."
+    assert GENERATOR.startswith("dkist-processing-core-workflow ")
+    assert "start_date" not in source
+    assert "schedule=None" in source
+    assert "catchup=False" in source
+
+
+def test_script_is_one_shared_constant_without_jinja_markers(pipeline):
+    tree = ast.parse(_workflow(pipeline).dag_file_source())
+    (script,) = [
+        statement.value.value
+        for statement in tree.body
+        if isinstance(statement, ast.Assign) and statement.targets[0].id == "_SCRIPT"
+    ]
+    assert script == BASH_SCRIPT
+    for marker in ("{{", "{%", "{#", "}}", "%}", "#}"):
+        assert marker not in BASH_SCRIPT
+    assert not BASH_SCRIPT.rstrip().endswith((".sh", ".bash"))
+    # values only ever reach the script as quoted expansions of environment variables
+    assert "eval" not in BASH_SCRIPT.split()
+    for variable in (
+        "DKIST_TASK_MODULE",
+        "DKIST_TASK_CLASS",
+        "DKIST_REQUIREMENT",
+        "DKIST_WORKFLOW_NAME",
+    ):
+        for occurrence in BASH_SCRIPT.split("$" + variable)[1:]:
+            assert occurrence.startswith('"'), f"${variable} must always be quoted"
+
+
+def test_bash_script_syntax_is_valid():
+    result = subprocess.run(
+        ["bash", "-n", "-c", BASH_SCRIPT], capture_output=True, text=True, check=False
+    )
+    assert result.returncode == 0, result.stderr
+
+
+def test_export_is_byte_identical_and_atomic(pipeline, tmp_path):
+    first = _workflow(pipeline).export_dag(tmp_path / "a")
+    second = _workflow(pipeline).export_dag(tmp_path / "b")
+    assert first.read_bytes() == second.read_bytes()
+    again = _workflow(pipeline).export_dag(tmp_path / "a")
+    assert again == first
+    assert sorted(path.name for path in (tmp_path / "a").iterdir()) == [
+        first.name
+    ]  # no temporary files left
+
+
+def test_default_folders_are_dags_and_notebooks(pipeline, tmp_path, monkeypatch):
+    work = tmp_path / "work"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    workflow = _workflow(pipeline)
+    dag_path = workflow.export_dag()
+    notebook_path = workflow.export_notebook()
+    assert dag_path.resolve() == work / "dags" / f"{workflow.dag_name}.py"
+    assert notebook_path.resolve() == work / "notebooks" / f"{workflow.dag_name}.ipynb"
+    assert sorted(path.name for path in work.iterdir()) == ["dags", "notebooks"]
+
+
+def test_invalid_workflow_writes_nothing(pipeline, tmp_path):
+    workflow = Workflow(process_category="a", process_name="b", workflow_package=pipeline.package)
+    with pytest.raises(WorkflowError, match="has no tasks"):
+        workflow.export_dag(tmp_path / "out" / "dags")
+    with pytest.raises(WorkflowError, match="has no tasks"):
+        workflow.export_notebook(tmp_path / "out" / "notebooks")
+    assert not (tmp_path / "out").exists()
+
+
+def test_reproducible_across_processes_with_different_hash_seeds(pipeline, tmp_path):
+    pipeline.write_module(
+        "workflows",
+        """\
+        from dkist_processing_core import Workflow
+        from . import tasks
+
+        workflow = Workflow(
+            input_data="l0", output_data="l1", category="visp", workflow_package=__package__,
+            tags=["b", "a", "c", "VISP"], workflow_version="1.0.0",
+        )
+        for number in range(12):
+            upstreams = [getattr(tasks, f"Step{u}") for u in range(number) if (number + u) % 3 == 0]
+            workflow.add_node(getattr(tasks, f"Step{number}"), upstreams=upstreams, pip_extras=["z", "a", "m"])
+        """,
+    )
+    script = textwrap.dedent(
+        f"""\
+        import sys
+        from {pipeline.package}.workflows import workflow
+        workflow.export_dag(sys.argv[1])
+        workflow.export_notebook(sys.argv[1])
+        """
+    )
+    digests = []
+    for seed in ("1", "12345"):
+        out = tmp_path / f"seed-{seed}"
+        env = {
+            **os.environ,
+            "PYTHONHASHSEED": seed,
+            "PYTHONPATH": os.pathsep.join(
+                [str(pipeline.project_dir / "src"), os.environ.get("PYTHONPATH", "")]
+            ),
+        }
+        env.pop("BUILD_VERSION", None)
+        result = subprocess.run(
+            [sys.executable, "-c", script, str(out)], env=env, capture_output=True, text=True
+        )
+        assert result.returncode == 0, result.stderr
+        files = sorted(out.iterdir())
+        assert [path.suffix for path in files] == [".ipynb", ".py"]
+        digests.append({path.name: hashlib.sha256(path.read_bytes()).hexdigest() for path in files})
+    assert digests[0] == digests[1]
+
+
+def test_twenty_nodes_stay_under_one_kilobyte_per_node(pipeline):
+    tasks = pipeline.tasks
+    workflow = Workflow(
+        input_data="l0",
+        output_data="l1",
+        category="visp",
+        workflow_package=pipeline.package,
+        workflow_version="1.0.0",
+    )
+    for number in range(20):
+        upstreams = [getattr(tasks, f"Step{number - 1}")] if number else None
+        workflow.add_node(getattr(tasks, f"Step{number}"), upstreams=upstreams)
+    size = len(workflow.dag_file_source().encode())
+    assert size / 20 <= 1024, f"{size} bytes for 20 nodes"
