@@ -1,0 +1,136 @@
+"""Write a set of files into a target folder all at once, or not at all.
+
+The files are first written into a staging folder next to the target (same parent, hence the same
+file system), checked there, and only then moved in with ``os.rename``/``os.replace``. A failure
+before the move leaves the target as it was; the staging folder and any parent folders created
+for the target are removed again. Files in the target that the export does not write are never
+touched, and their presence is an error unless ``force`` is given.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+__all__ = ["ExportTargetError", "StagedExport", "staged_export"]
+
+_FOREIGN_LISTED = 5
+
+
+class ExportTargetError(ValueError):
+    """The export target cannot be used (not a folder, or it holds files the export does not own)."""
+
+
+class StagedExport:
+    """A staging folder for files bound for ``target``; :meth:`commit` moves them in."""
+
+    def __init__(self, target: Path, staging: Path, force: bool) -> None:
+        self.target = target
+        self.staging = staging
+        self.force = force
+        self.committed: list[Path] = []
+
+    def staged_files(self) -> list[Path]:
+        """Paths of the staged files, relative to the staging folder, sorted."""
+        return sorted(
+            path.relative_to(self.staging) for path in self.staging.rglob("*") if not path.is_dir()
+        )
+
+    def check_target(self, expected: list[str] | None = None) -> None:
+        """Raise ExportTargetError if the target holds files this export does not write (unless forced).
+
+        ``expected`` (relative paths) lets the caller check before staging anything; by default the
+        staged files are what the export writes.
+        """
+        if self.force or not self.target.exists():
+            return
+        ours = (
+            {Path(name) for name in expected} if expected is not None else set(self.staged_files())
+        )
+        ours_dirs = {parent for path in ours for parent in path.parents}
+        foreign = sorted(
+            path.relative_to(self.target)
+            for path in self.target.rglob("*")
+            if path.relative_to(self.target) not in ours
+            and path.relative_to(self.target) not in ours_dirs
+        )
+        if foreign:
+            shown = ", ".join(str(path) for path in foreign[:_FOREIGN_LISTED])
+            more = (
+                f" and {len(foreign) - _FOREIGN_LISTED} more"
+                if len(foreign) > _FOREIGN_LISTED
+                else ""
+            )
+            raise ExportTargetError(
+                f"{self.target} holds {len(foreign)} file(s) this export does not write ({shown}{more}); "
+                "choose an empty or new folder, or pass --force (force=True) to write next to them "
+                "(they are left untouched)"
+            )
+
+    def commit(self) -> list[Path]:
+        """Move the staged files into the target; return their final paths."""
+        self.check_target()
+        files = self.staged_files()
+        if not self.target.exists():
+            os.rename(self.staging, self.target)
+        else:
+            for relative in files:
+                destination = self.target / relative
+                if destination.is_dir():
+                    raise ExportTargetError(
+                        f"{destination} is a folder; the export would write a file there"
+                    )
+                destination.parent.mkdir(parents=True, exist_ok=True)
+                os.replace(self.staging / relative, destination)
+        self.committed = [self.target / relative for relative in files]
+        return self.committed
+
+
+def _check_target(target: Path) -> None:
+    if target.exists() and not target.is_dir():
+        raise ExportTargetError(
+            f"{target} exists and is not a folder; choose a folder to export into"
+        )
+    for parent in target.parents:
+        if parent.exists() and not parent.is_dir():
+            raise ExportTargetError(f"{parent} is not a folder, so {target} cannot be created")
+
+
+def _create_folder(folder: Path) -> list[Path]:
+    """Create ``folder`` and its missing parents; return those created, outermost first."""
+    missing = [path for path in [*reversed(folder.parents), folder] if not path.exists()]
+    for parent in missing:
+        parent.mkdir(exist_ok=True)
+    return missing
+
+
+@contextlib.contextmanager
+def staged_export(target: str | os.PathLike[str], *, force: bool = False) -> Iterator[StagedExport]:
+    """Yield a :class:`StagedExport` whose ``staging`` folder the caller fills.
+
+    On a normal exit of the ``with`` block the staged files are committed into ``target`` (unless
+    the caller already did); on an exception nothing reaches the target and everything created
+    along the way is removed.
+    """
+    target_path = Path(target).absolute()
+    _check_target(target_path)
+    created_parents = _create_folder(target_path.parent)
+    staging = target_path.parent / f".{target_path.name}.staging-{uuid.uuid4().hex[:12]}"
+    try:
+        staging.mkdir()  # honours the umask, unlike tempfile.mkdtemp's 0o700
+        export = StagedExport(target_path, staging, force)
+        yield export
+        if not export.committed:
+            export.commit()
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        for parent in reversed(created_parents):  # innermost first; only if still empty
+            with contextlib.suppress(OSError):
+                parent.rmdir()
+        raise
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)

@@ -1,0 +1,499 @@
+"""Discover, validate and export every workflow of a pipeline package.
+
+A pipeline keeps its workflows in a package (for example ``my_pipeline.workflows``) whose public
+modules hold :class:`~dkist_processing_core.workflow.Workflow` objects. This module finds them all
+and turns them into artifacts:
+
+- :func:`validate_workflows` exports every workflow to a temporary folder and loads the files in
+  one Airflow ``DagBag``, then fails with one report of *every* problem (import errors, cycles,
+  empty workflows, duplicate DAG ids, DAG files Airflow rejects). Nothing outside the temporary
+  folder is written.
+- :func:`export_dags`, :func:`export_notebooks` and :func:`export_notebook_dockerfile` write into a
+  target folder all at once or not at all: the files are staged next to the target, checked, and
+  moved in. Files already in the target that the export does not write are never touched; their
+  presence is an error unless ``force=True``.
+
+``package`` is the module object (``import my_pipeline.workflows``) or its dotted name.
+"""
+
+from __future__ import annotations
+
+import pkgutil
+import re
+import shutil
+import sys
+import tempfile
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass
+from importlib import import_module
+from importlib.metadata import PackageNotFoundError
+from importlib.metadata import version as installed_version
+from pathlib import Path
+from types import ModuleType
+from typing import TYPE_CHECKING
+
+from dkist_processing_core._dockerfile import DEFAULT_BASE_IMAGE
+from dkist_processing_core._dockerfile import NOTEBOOK_FOLDER
+from dkist_processing_core._dockerfile import notebook_dockerfile
+from dkist_processing_core._export_target import ExportTargetError
+from dkist_processing_core._export_target import staged_export
+from dkist_processing_core._mermaid import mermaid_flowchart
+
+if TYPE_CHECKING:
+    from dkist_processing_core.workflow import Workflow
+
+__all__ = [
+    "DEFAULT_BASE_IMAGE",
+    "ExportTargetError",
+    "Problem",
+    "UnknownPackageError",
+    "WorkflowNotFoundError",
+    "WorkflowValidationError",
+    "discover_workflows",
+    "export_dags",
+    "export_notebook_dockerfile",
+    "export_notebooks",
+    "find_workflow",
+    "mermaid_flowchart",
+    "validate_workflows",
+]
+
+Progress = Callable[[str], None]
+PackageLike = ModuleType | str
+
+_DOTTED_NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)*")
+
+
+# ----------------------------------------------------------------------------------- errors
+@dataclass(frozen=True)
+class Problem:
+    """One thing wrong with a pipeline package's workflows."""
+
+    kind: str  # "import error", "empty workflow", "cycle", "invalid workflow", "duplicate dag_id", ...
+    subject: str  # module name or DAG id
+    message: str
+    detail: str = ""  # a traceback, when there is one
+
+    def __str__(self) -> str:
+        return f"{self.kind}: {self.subject}: {self.message}"
+
+
+class UnknownPackageError(LookupError):
+    """The pipeline package cannot be found in this environment."""
+
+
+class WorkflowNotFoundError(LookupError):
+    """No workflow (or more than one) of the package matches the requested name."""
+
+
+class WorkflowValidationError(Exception):
+    """The workflows of a package have problems; ``problems`` lists all of them."""
+
+    def __init__(self, package: str, problems: list[Problem]) -> None:
+        self.package = package
+        self.problems = list(problems)
+        lines = [f"{len(self.problems)} problem(s) with the workflows of {package}:"]
+        lines += [f"  - {problem}" for problem in self.problems]
+        super().__init__("\n".join(lines))
+
+
+# -------------------------------------------------------------------------------- discovery
+@dataclass(frozen=True)
+class _Found:
+    workflow: Workflow
+    location: str  # "module:attribute"
+
+
+def _resolve_package(package: PackageLike) -> ModuleType:
+    if isinstance(package, ModuleType):
+        return package
+    if not isinstance(package, str):
+        raise TypeError(
+            f"package must be a module or a dotted module name, got {type(package).__name__}"
+        )
+    if not _DOTTED_NAME_RE.fullmatch(package):
+        raise UnknownPackageError(
+            f"{package!r} is not a dotted Python package name (such as my_pipeline.workflows)"
+        )
+    try:
+        return import_module(package)
+    except ModuleNotFoundError as error:
+        if error.name is not None and (
+            package == error.name or package.startswith(error.name + ".")
+        ):
+            raise UnknownPackageError(
+                f"package {package!r} is not importable here ({error}); install the pipeline in this "
+                "environment (pip install -e <pipeline>) or check the name"
+            ) from None
+        raise
+
+
+def _import_problem(module_name: str, error: BaseException) -> Problem:
+    detail = "".join(traceback.format_exception(error))
+    return Problem("import error", module_name, f"{type(error).__name__}: {error}", detail)
+
+
+def _discover(package: PackageLike) -> tuple[str, list[_Found], list[Problem]]:
+    from dkist_processing_core.workflow import Workflow
+
+    try:
+        root = _resolve_package(package)
+    except UnknownPackageError:
+        raise
+    except Exception as error:  # the package itself raises on import
+        name = package if isinstance(package, str) else getattr(package, "__name__", repr(package))
+        return name, [], [_import_problem(name, error)]
+
+    found: list[_Found] = []
+    problems: list[Problem] = []
+    seen: set[int] = set()
+
+    def collect(module: ModuleType) -> None:
+        for attribute, value in list(vars(module).items()):
+            if isinstance(value, Workflow) and id(value) not in seen:
+                seen.add(id(value))
+                found.append(_Found(value, f"{module.__name__}:{attribute}"))
+
+    collect(root)
+    # Import one level at a time, so a subpackage is walked only once it imported cleanly.
+    pending = list(_public_names_one_level(root))
+    while pending:
+        name = pending.pop(0)
+        try:
+            module = import_module(name)
+        except Exception as error:
+            problems.append(_import_problem(name, error))
+            continue
+        collect(module)
+        pending[0:0] = list(_public_names_one_level(module))
+    return root.__name__, found, problems
+
+
+def _public_names_one_level(module: ModuleType) -> list[str]:
+    paths = getattr(module, "__path__", None)
+    if paths is None:
+        return []
+    return [
+        info.name
+        for info in pkgutil.iter_modules(paths, prefix=module.__name__ + ".")
+        if not info.name.rpartition(".")[2].startswith("_")
+    ]
+
+
+def discover_workflows(package: PackageLike) -> list[Workflow]:
+    """Every Workflow object in the public modules of ``package`` (recursively), each once.
+
+    Order: by module name, then by definition order within a module. Modules whose name (or a
+    parent package's name) starts with ``_`` are skipped. Raises :class:`WorkflowValidationError`
+    listing every module that fails to import.
+    """
+    name, found, problems = _discover(package)
+    if problems:
+        raise WorkflowValidationError(name, problems)
+    return [item.workflow for item in found]
+
+
+def find_workflow(package: PackageLike, name: str | None = None) -> Workflow:
+    """The workflow of ``package`` whose DAG id or workflow name is ``name``.
+
+    With ``name`` None the package must hold exactly one workflow.
+    """
+    workflows = discover_workflows(package)
+    package_name = package if isinstance(package, str) else package.__name__
+    choices = ", ".join(workflow.dag_name for workflow in workflows) or "none"
+    if name is None:
+        if len(workflows) == 1:
+            return workflows[0]
+        raise WorkflowNotFoundError(
+            f"{package_name} has {len(workflows)} workflows; name one of: {choices}"
+        )
+    by_dag_id = [workflow for workflow in workflows if workflow.dag_name == name]
+    matches = by_dag_id or [workflow for workflow in workflows if workflow.workflow_name == name]
+    if len(matches) == 1:
+        return matches[0]
+    if not matches:
+        raise WorkflowNotFoundError(
+            f"{package_name} has no workflow {name!r}; choose one of: {choices}"
+        )
+    raise WorkflowNotFoundError(
+        f"{name!r} names {len(matches)} workflows of {package_name}; choose one DAG id of: "
+        + ", ".join(workflow.dag_name for workflow in matches)
+    )
+
+
+# ------------------------------------------------------------------------------- validation
+def _workflow_problems(found: list[_Found]) -> tuple[list[_Found], list[Problem]]:
+    """Check each workflow and find duplicate DAG ids; return the exportable ones and the problems."""
+    from dkist_processing_core.workflow import WorkflowError
+
+    problems: list[Problem] = []
+    healthy: list[_Found] = []
+    by_dag_id: dict[str, list[_Found]] = {}
+    for item in found:
+        by_dag_id.setdefault(item.workflow.dag_name, []).append(item)
+    for dag_id, items in by_dag_id.items():
+        if len(items) > 1:
+            where = ", ".join(item.location for item in items)
+            problems.append(
+                Problem(
+                    "duplicate dag_id", dag_id, f"{len(items)} workflows have this DAG id: {where}"
+                )
+            )
+    for item in found:
+        workflow = item.workflow
+        subject = f"{workflow.dag_name} ({item.location})"
+        try:
+            workflow.check_dag()
+        except WorkflowError as error:
+            if not workflow.nodes:
+                kind = "empty workflow"
+            elif "cycle" in str(error).lower():
+                kind = "cycle"
+            else:
+                kind = "invalid workflow"
+            problems.append(Problem(kind, subject, str(error)))
+            continue
+        if by_dag_id[workflow.dag_name][0] is item:
+            healthy.append(item)
+    return healthy, problems
+
+
+def _export_problem(item: _Found, what: str, error: Exception) -> Problem:
+    subject = f"{item.workflow.dag_name} ({item.location})"
+    return Problem(
+        "export error",
+        subject,
+        f"{what}: {type(error).__name__}: {error}",
+        "".join(traceback.format_exception(error)),
+    )
+
+
+def _last_line(text: str) -> str:
+    lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
+    return lines[-1] if lines else text.strip()
+
+
+def _dagbag_problems(folder: Path, exported: dict[str, _Found]) -> list[Problem]:
+    """Load every file of ``folder`` in one DagBag and compare the DAGs with their workflows."""
+    from airflow.dag_processing.dagbag import DagBag
+
+    modules_before = set(sys.modules)
+    try:
+        bag = DagBag(dag_folder=str(folder))
+    finally:
+        # DagBag imports each file as a module of its own; do not leave them behind.
+        for name in set(sys.modules) - modules_before:
+            file = getattr(sys.modules[name], "__file__", None) or ""
+            if file.startswith(str(folder)):
+                del sys.modules[name]
+    problems: list[Problem] = []
+    failed_files = set()
+    for path, trace in sorted(bag.import_errors.items()):
+        file_name = Path(path).name
+        failed_files.add(file_name)
+        item = exported.get(file_name)
+        subject = f"{item.workflow.dag_name} ({item.location})" if item else file_name
+        problems.append(
+            Problem("DAG file rejected by Airflow", subject, _last_line(str(trace)), str(trace))
+        )
+    for file_name, item in exported.items():
+        if file_name in failed_files:
+            continue
+        workflow = item.workflow
+        subject = f"{workflow.dag_name} ({item.location})"
+        dag = bag.dags.get(workflow.dag_name)
+        if dag is None:
+            problems.append(
+                Problem(
+                    "DAG file rejected by Airflow",
+                    subject,
+                    f"{file_name} defines no DAG {workflow.dag_name!r}",
+                )
+            )
+            continue
+        expected = {node.task_id: sorted(node.upstream_task_ids) for node in workflow.nodes}
+        actual = {task.task_id: sorted(task.upstream_task_ids) for task in dag.tasks}
+        if expected != actual:
+            problems.append(
+                Problem(
+                    "DAG differs from its workflow",
+                    subject,
+                    f"tasks and upstreams in the DAG {actual} differ from the workflow's {expected}",
+                )
+            )
+    return problems
+
+
+def validate_workflows(
+    workflow_package: PackageLike, export_path: str | Path | None = None
+) -> list[Workflow]:
+    """Check every workflow of a package the way Airflow will see it; return them all.
+
+    Each workflow is checked (empty, cycles), DAG ids must be unique across the package, and the
+    exported DAG files must load in an Airflow ``DagBag`` as the same graph. Raises
+    :class:`WorkflowValidationError` listing every problem found. The files are written to a
+    temporary folder that is removed afterwards; with ``export_path`` the validated files are
+    also written there (like :func:`export_dags` with ``force=True``).
+    """
+    name, found, problems = _discover(workflow_package)
+    healthy, workflow_problems = _workflow_problems(found)
+    problems += workflow_problems
+    with tempfile.TemporaryDirectory(prefix="dkist-validate-") as folder:
+        exported: dict[str, _Found] = {}
+        for item in healthy:
+            try:
+                path = item.workflow.export_dag(folder)
+            except Exception as error:
+                problems.append(_export_problem(item, "export_dag", error))
+                continue
+            exported[path.name] = item
+        if exported:
+            problems += _dagbag_problems(Path(folder), exported)
+        if problems:
+            raise WorkflowValidationError(name, problems)
+        if export_path is not None:
+            with staged_export(export_path, force=True) as staged:
+                for file_name in exported:
+                    shutil.copy2(Path(folder) / file_name, staged.staging / file_name)
+    return [item.workflow for item in found]
+
+
+# ---------------------------------------------------------------------------------- exports
+def _checked_workflows(package: PackageLike) -> tuple[str, list[_Found]]:
+    name, found, problems = _discover(package)
+    healthy, workflow_problems = _workflow_problems(found)
+    problems += workflow_problems
+    if problems:
+        raise WorkflowValidationError(name, problems)
+    if not found:
+        raise WorkflowValidationError(
+            name, [Problem("no workflows", name, "no Workflow objects in its public modules")]
+        )
+    return name, healthy
+
+
+def _report(progress: Progress | None, message: str) -> None:
+    if progress is not None:
+        progress(message)
+
+
+def export_dags(
+    workflow_package: PackageLike,
+    path: str | Path,
+    *,
+    force: bool = False,
+    validate: bool = True,
+    progress: Progress | None = None,
+) -> list[Path]:
+    """Write the Airflow DAG file of every workflow into folder ``path``; return the files.
+
+    The workflows are checked first and, with ``validate`` (default), the files are loaded in an
+    Airflow ``DagBag`` before they reach ``path``. See the module docstring for how ``path`` is
+    written and when ``force`` is needed.
+    """
+    name, found = _checked_workflows(workflow_package)
+    with staged_export(path, force=force) as staged:
+        staged.check_target([f"{item.workflow.dag_name}.py" for item in found])
+        exported: dict[str, _Found] = {}
+        problems: list[Problem] = []
+        for number, item in enumerate(found, start=1):
+            try:
+                written = item.workflow.export_dag(staged.staging)
+            except Exception as error:
+                problems.append(_export_problem(item, "export_dag", error))
+                continue
+            exported[written.name] = item
+            _report(progress, f"[{number}/{len(found)}] {item.workflow.dag_name}: {written.name}")
+        if validate and not problems:
+            _report(progress, f"loading {len(exported)} DAG file(s) in an Airflow DagBag")
+            problems += _dagbag_problems(staged.staging, exported)
+        if problems:
+            raise WorkflowValidationError(name, problems)
+        staged.commit()
+    return [staged.target / file_name for file_name in exported]
+
+
+def export_notebooks(
+    workflow_package: PackageLike,
+    path: str | Path,
+    *,
+    force: bool = False,
+    progress: Progress | None = None,
+) -> list[Path]:
+    """Write the notebook (``{dag_id}.ipynb``) of every workflow into folder ``path``; return the files."""
+    name, found = _checked_workflows(workflow_package)
+    with staged_export(path, force=force) as staged:
+        staged.check_target([f"{item.workflow.dag_name}.ipynb" for item in found])
+        written = _stage_notebooks(name, found, staged.staging, progress)
+        staged.commit()
+    return [staged.target / path.name for path in written]
+
+
+def _stage_notebooks(
+    name: str, found: list[_Found], folder: Path, progress: Progress | None
+) -> list[Path]:
+    problems: list[Problem] = []
+    written: list[Path] = []
+    for number, item in enumerate(found, start=1):
+        try:
+            notebook = item.workflow.export_notebook(folder)
+        except Exception as error:
+            problems.append(_export_problem(item, "export_notebook", error))
+            continue
+        written.append(notebook)
+        _report(progress, f"[{number}/{len(found)}] {item.workflow.dag_name}: {notebook.name}")
+    if problems:
+        raise WorkflowValidationError(name, problems)
+    return written
+
+
+def _pinned(distribution: str, extras: str) -> str:
+    try:
+        return f"{distribution}[{extras}]=={installed_version(distribution)}"
+    except PackageNotFoundError:
+        raise WorkflowValidationError(
+            distribution,
+            [
+                Problem(
+                    "not installed",
+                    distribution,
+                    "the image pins the installed version of this distribution; install it here first "
+                    "(pip install -e <pipeline>)",
+                )
+            ],
+        ) from None
+
+
+def export_notebook_dockerfile(
+    workflow_package: PackageLike,
+    path: str | Path,
+    *,
+    force: bool = False,
+    base_image: str = DEFAULT_BASE_IMAGE,
+    progress: Progress | None = None,
+) -> Path:
+    """Write a Jupyter image definition into folder ``path``: ``Dockerfile`` and ``notebooks/``.
+
+    The image starts from ``base_image``, installs the pipeline distribution(s) at their installed
+    versions (with the ``frozen`` extra) and ``dkist-processing-core-task[notebook]``, copies the
+    notebooks and sets ``IS_NOTEBOOK_EXECUTION_ENVIRONMENT=true``. Returns the Dockerfile's path.
+    """
+    from dkist_processing_core._version_build import __version__
+
+    name, found = _checked_workflows(workflow_package)
+    distributions = list(dict.fromkeys(item.workflow.distribution for item in found))
+    requirements = [_pinned(distribution, "frozen") for distribution in distributions]
+    requirements.append(_pinned("dkist-processing-core-task", "notebook"))
+    text = notebook_dockerfile(
+        requirements, generator=f"dkist-processing-core-build {__version__}", base_image=base_image
+    )
+    with staged_export(path, force=force) as staged:
+        staged.check_target(
+            ["Dockerfile", *(f"{NOTEBOOK_FOLDER}/{item.workflow.dag_name}.ipynb" for item in found)]
+        )
+        _stage_notebooks(name, found, staged.staging / NOTEBOOK_FOLDER, progress)
+        (staged.staging / "Dockerfile").write_text(text, encoding="utf-8")
+        _report(progress, "Dockerfile")
+        staged.commit()
+    return staged.target / "Dockerfile"
