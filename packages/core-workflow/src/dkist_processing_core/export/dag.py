@@ -60,9 +60,15 @@ for name in NOMAD_ALLOC_ID NOMAD_ALLOC_NAME NOMAD_GROUP_NAME NOMAD_JOB_NAME NOMA
 done
 venv_dir="$(mktemp -d)"
 trap 'rm -rf -- "$venv_dir"' EXIT
-python3 -m venv "$venv_dir"
-"$venv_dir/bin/python" -m pip install --no-input --disable-pip-version-check --progress-bar off --timeout "$DKIST_PIP_TIMEOUT" --retries "$DKIST_PIP_RETRIES" "$DKIST_REQUIREMENT"
-"$venv_dir/bin/python" -m pip list --format=freeze --disable-pip-version-check
+python3 -m venv --without-pip "$venv_dir"
+if python3 -m pip --python "$venv_dir/bin/python" --version >/dev/null 2>&1; then
+  pip=(python3 -m pip --python "$venv_dir/bin/python")
+else
+  "$venv_dir/bin/python" -m ensurepip --default-pip >/dev/null
+  pip=("$venv_dir/bin/python" -m pip)
+fi
+"${pip[@]}" install --no-input --disable-pip-version-check --progress-bar off --timeout "$DKIST_PIP_TIMEOUT" --retries "$DKIST_PIP_RETRIES" "$DKIST_REQUIREMENT"
+"${pip[@]}" list --format=freeze --disable-pip-version-check
 cat /proc/self/limits
 set +e
 "$venv_dir/bin/python" -m dkist_processing_core.run_task --module="$DKIST_TASK_MODULE" --task="$DKIST_TASK_CLASS" --workflow-name="$DKIST_WORKFLOW_NAME" --workflow-version="$DKIST_WORKFLOW_VERSION"
