@@ -295,8 +295,8 @@ def test_dag_run_conf_cannot_inject(pipeline, run_dag, tmp_path):
     output = results[0].output
     assert output.count("recipe run id must be a non-negative integer") >= len(confs)
     assert "got '{{ 7 * 7 }}'" in output  # rendered once, never evaluated again
-    # no key at all: Airflow's strict templating fails the task before the script starts
-    assert "has no attribute 'recipe_run_id'" in output
+    # no key at all: the script says so itself
+    assert "got ''; trigger the DAG with the conf key recipe_run_id" in output
     assert "Looking in links" not in output and "Collecting" not in output
     assert not marker.exists()
     assert not record.exists()

@@ -37,7 +37,8 @@ __all__ = [
 
 DAG_OWNER = "DKIST Data Center"
 #: Rendered by Airflow into the task's environment variable RECIPE_RUN_ID.
-RECIPE_RUN_ID_TEMPLATE = "{{ dag_run.conf['recipe_run_id'] }}"
+# .get(): a run triggered without the key gets the script's own message instead of a Jinja error.
+RECIPE_RUN_ID_TEMPLATE = "{{ dag_run.conf.get('recipe_run_id', '') }}"
 
 # The script is a constant: Airflow renders it with Jinja, so it must not contain Jinja markers
 # (the tests check that), and it must not end in ".sh"/".bash" (Airflow would take it for a file name).
