@@ -281,63 +281,56 @@ def build_parser() -> argparse.ArgumentParser:
     validate.add_argument("package", metavar="PACKAGE", help=package_help)
     validate.set_defaults(handler=_cmd_validate)
 
-    force_help = "write into TARGET even if it holds other files (they are left untouched)"
-    export_dags = command(
+    def export_command(
+        name: str, help_text: str, description: str, default_target: str
+    ) -> argparse.ArgumentParser:
+        """A subcommand that writes into a TARGET folder: PACKAGE [TARGET] [--force]."""
+        sub = command(name, help_text, description)
+        sub.add_argument("package", metavar="PACKAGE", help=package_help)
+        sub.add_argument(
+            "target",
+            metavar="TARGET",
+            nargs="?",
+            type=Path,
+            default=Path(default_target),
+            help=f"folder to write into (default: {default_target})",
+        )
+        sub.add_argument(
+            "--force",
+            action="store_true",
+            help="write into TARGET even if it holds other files (they are left untouched)",
+        )
+        return sub
+
+    export_dags = export_command(
         "export-dags",
         "write the Airflow DAG file of every workflow",
         "Write {dag_id}.py for every workflow of PACKAGE into TARGET, all at once or not at all, "
         "after loading the files in an Airflow DagBag.",
+        "dags",
     )
-    export_dags.add_argument("package", metavar="PACKAGE", help=package_help)
-    export_dags.add_argument(
-        "target",
-        metavar="TARGET",
-        nargs="?",
-        type=Path,
-        default=Path("dags"),
-        help="folder to write into (default: dags)",
-    )
-    export_dags.add_argument("--force", action="store_true", help=force_help)
     export_dags.add_argument(
         "--no-validate", action="store_true", help="skip loading the files in an Airflow DagBag"
     )
     export_dags.set_defaults(handler=_cmd_export_dags)
 
-    export_notebooks = command(
+    export_notebooks = export_command(
         "export-notebooks",
         "write the Jupyter notebook of every workflow",
         "Write {dag_id}.ipynb for every workflow of PACKAGE into TARGET, all at once or not at all.",
+        "notebooks",
     )
-    export_notebooks.add_argument("package", metavar="PACKAGE", help=package_help)
-    export_notebooks.add_argument(
-        "target",
-        metavar="TARGET",
-        nargs="?",
-        type=Path,
-        default=Path("notebooks"),
-        help="folder to write into (default: notebooks)",
-    )
-    export_notebooks.add_argument("--force", action="store_true", help=force_help)
     export_notebooks.set_defaults(handler=_cmd_export_notebooks)
 
     from dkist_processing_core._dockerfile import DEFAULT_BASE_IMAGE
 
-    export_dockerfile = command(
+    export_dockerfile = export_command(
         "export-dockerfile",
         "write a Jupyter image definition serving the notebooks",
         "Write TARGET/Dockerfile and TARGET/notebooks/: a Jupyter image with the pipeline installed "
         "at its installed version and every workflow as a notebook.",
+        "notebook-image",
     )
-    export_dockerfile.add_argument("package", metavar="PACKAGE", help=package_help)
-    export_dockerfile.add_argument(
-        "target",
-        metavar="TARGET",
-        nargs="?",
-        type=Path,
-        default=Path("notebook-image"),
-        help="folder to write into (default: notebook-image)",
-    )
-    export_dockerfile.add_argument("--force", action="store_true", help=force_help)
     export_dockerfile.add_argument(
         "--base-image",
         default=DEFAULT_BASE_IMAGE,
