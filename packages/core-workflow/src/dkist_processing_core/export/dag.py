@@ -68,7 +68,7 @@ else
   "$venv_dir/bin/python" -m ensurepip --default-pip >/dev/null
   pip=("$venv_dir/bin/python" -m pip)
 fi
-"${pip[@]}" install --no-input --disable-pip-version-check --progress-bar off --timeout "$DKIST_PIP_TIMEOUT" --retries "$DKIST_PIP_RETRIES" "$DKIST_REQUIREMENT"
+"${pip[@]}" install --no-input --no-compile --disable-pip-version-check --progress-bar off --timeout "$DKIST_PIP_TIMEOUT" --retries "$DKIST_PIP_RETRIES" "$DKIST_REQUIREMENT"
 "${pip[@]}" list --format=freeze --disable-pip-version-check
 cat /proc/self/limits
 set +e

@@ -1,0 +1,72 @@
+"""Fixtures for the release tests: built distributions and an offline dependency wheelhouse.
+
+Artifacts are built once per test session and shared between the pytest-xdist workers.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import sys
+from pathlib import Path
+
+import pytest
+from helpers.release import REPO_ROOT
+from helpers.release import build_once
+from helpers.release import pyproject
+from helpers.release import run
+
+
+@pytest.fixture(scope="session")
+def shared_tmp(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A temp folder common to all xdist workers of this session."""
+    base = tmp_path_factory.getbasetemp()
+    return base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
+
+
+@pytest.fixture(scope="session")
+def built_dists(shared_tmp: Path) -> Path:
+    """All five wheels and sdists, built by the documented command ``scripts/build_dists.py``."""
+
+    def produce(folder: Path) -> None:
+        result = run([sys.executable, REPO_ROOT / "scripts" / "build_dists.py", "--outdir", folder])
+        assert result.returncode == 0, (
+            f"scripts/build_dists.py failed:\n{result.stdout}{result.stderr}"
+        )
+
+    return build_once(shared_tmp, "release-dists", produce)
+
+
+@pytest.fixture(scope="session")
+def dependency_wheelhouse(request: pytest.FixtureRequest, shared_tmp: Path) -> Path:
+    """Wheels of core-telemetry's third-party dependencies, for offline installs.
+
+    Downloaded once (from this machine's package index or mirror) into the pytest cache, keyed by
+    the dependency list and the interpreter, so later runs need no index at all.
+    """
+    requirements = sorted(pyproject("core-telemetry")["project"]["dependencies"])
+    key = hashlib.sha256("\n".join([sys.version, *requirements]).encode()).hexdigest()[:16]
+    try:
+        cache_root = request.config.cache.mkdir("release-wheelhouse")
+    except AttributeError:  # cache provider disabled (-p no:cacheprovider)
+        cache_root = shared_tmp
+
+    def produce(folder: Path) -> None:
+        result = run(
+            [
+                sys.executable,
+                "-m",
+                "pip",
+                "download",
+                "--only-binary=:all:",
+                "--dest",
+                folder,
+                *requirements,
+            ]
+        )
+        assert result.returncode == 0, (
+            "could not download core-telemetry's dependencies for the offline wheelhouse "
+            f"(needs the package index once):\n{result.stdout}{result.stderr}"
+        )
+
+    return build_once(Path(cache_root), f"wheelhouse-{key}", produce)
