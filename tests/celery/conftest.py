@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
-import sys
 import tomllib
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -28,6 +26,7 @@ from helpers.airflow_cluster import AirflowCeleryCluster
 from helpers.airflow_cluster import WorkerSpec
 from helpers.airflow_cluster import not_listening
 from helpers.airflow_cluster import sigterm_as_keyboard_interrupt
+from helpers.build_cli import Cli
 from helpers.rabbitmq import IsbNames
 from helpers.rabbitmq import declare_queue
 from helpers.rabbitmq import delete_names
@@ -35,6 +34,7 @@ from helpers.rabbitmq import unique_names
 from helpers.release import PROJECT_DIRS
 from helpers.release import REPO_ROOT
 from helpers.release import build_wheel
+from helpers.release import download_dependencies
 from helpers.task_modules import clean_environment
 
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -100,15 +100,7 @@ def build_wheelhouse(folder: Path, scratch: Path) -> None:
         wheels = list(pool.map(build_wheel, projects, outdirs))
     for wheel in wheels:
         shutil.copy2(wheel, folder / wheel.name)
-    # Third-party dependencies from this machine's package index (pip's own configuration).
-    result = subprocess.run(
-        [sys.executable, "-m", "pip", "download", "--quiet", "--dest", str(folder)]
-        + [str(folder / wheel.name) for wheel in wheels],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    assert result.returncode == 0, f"pip download of the dependencies failed:\n{result.stderr}"
+    download_dependencies([folder / wheel.name for wheel in wheels], folder)
 
 
 def _export(
@@ -123,16 +115,7 @@ def _export(
     )
     if pythonpath is not None:
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(pythonpath), env.get("PYTHONPATH")]))
-    cli = Path(sys.executable).parent / "dkist-processing-core"
-    result = subprocess.run(
-        [str(cli), "export-dags", package, str(target)],
-        env=env,
-        cwd=scratch,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
+    result = Cli(env=env, cwd=scratch)("export-dags", package, str(target))
     assert result.returncode == 0, (
         f"export-dags {package} failed:\n{result.stdout}\n{result.stderr}"
     )

@@ -35,6 +35,7 @@ from datetime import UTC
 from datetime import datetime
 from pathlib import Path
 
+from helpers.build_cli import Cli
 from helpers.otlp_receiver import OtlpReceiver
 from helpers.rabbitmq import Delivery
 from helpers.rabbitmq import IsbNames
@@ -43,6 +44,7 @@ from helpers.rabbitmq import consume_all
 from helpers.release import PROJECT_DIRS
 from helpers.release import REPO_ROOT
 from helpers.release import build_wheel
+from helpers.release import download_dependencies
 from helpers.task_modules import clean_environment
 
 FIXTURE_PIPELINE = Path(__file__).parent / "fixtures" / "pipeline"
@@ -69,7 +71,6 @@ NOMAD = {
 }
 
 AIRFLOW = Path(sys.executable).with_name("airflow")
-CLI = Path(sys.executable).with_name("dkist-processing-core")
 
 
 # ------------------------------------------------------------------------------------ release
@@ -132,26 +133,7 @@ def produce_release(folder: Path) -> None:
     # Third-party dependencies, once, from this machine's index (pip's own configuration). One
     # resolution cannot hold two versions of a distribution; the versions share their dependencies.
     wheels.append(fixture_wheels[0])
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pip",
-            "download",
-            "--quiet",
-            "--only-binary=:all:",
-            "--dest",
-            str(wheelhouse),
-            *map(str, wheels),
-        ],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    assert result.returncode == 0, (
-        "pip download of the pipelines' dependencies for the offline wheelhouse failed "
-        f"(it needs this machine's package index once):\n{result.stdout}{result.stderr}"
-    )
+    download_dependencies(wheels, wheelhouse)
 
 
 # ------------------------------------------------------------------------------- airflow site
@@ -185,15 +167,7 @@ def export_dags(
         AIRFLOW_HOME=str(scratch / "export-airflow-home"),
         AIRFLOW__CORE__LOAD_EXAMPLES="False",
     )
-    result = subprocess.run(
-        [str(CLI), "export-dags", package, str(dags), "--force"],
-        env=env,
-        cwd=scratch,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
+    result = Cli(env=env, cwd=scratch)("export-dags", package, str(dags), "--force")
     assert result.returncode == 0, (
         f"export-dags {package} (BUILD_VERSION={version}) failed:\n{result.stdout}\n{result.stderr}"
     )

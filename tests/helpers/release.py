@@ -31,6 +31,7 @@ __all__ = [
     "copy_project",
     "declared_version",
     "dist_name",
+    "download_dependencies",
     "pyproject",
     "run",
     "set_version",
@@ -119,6 +120,21 @@ def build_wheel(project_dir: Path, outdir: Path) -> Path:
     assert result.returncode == 0, f"building {project_dir} failed:\n{result.stdout}{result.stderr}"
     (wheel,) = set(outdir.glob("*.whl")) - before
     return wheel
+
+
+def download_dependencies(wheels: list[Path], wheelhouse: Path) -> None:
+    """Put the third-party dependencies of ``wheels`` into ``wheelhouse`` for offline installs.
+
+    Uses this machine's package index once (pip's own configuration). One resolution cannot hold
+    two versions of a distribution, so pass one wheel per distribution.
+    """
+    result = run(
+        [sys.executable, "-m", "pip", "download", "--quiet", "--only-binary=:all:", "--dest", wheelhouse, *wheels]
+    )
+    assert result.returncode == 0, (
+        "pip download of the dependencies for the offline wheelhouse failed "
+        f"(it needs this machine's package index once):\n{result.stdout}{result.stderr}"
+    )
 
 
 def copy_project(project: str, target: Path) -> Path:
