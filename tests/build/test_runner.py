@@ -5,14 +5,23 @@ Parallelism is judged from the start/end times the tasks record themselves, neve
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
+import os
 import re
+import signal
+import subprocess
+import threading
+import time
 from dataclasses import replace
 from pathlib import Path
 
+import pytest
 from dkist_processing_core.isb import FAILURE_ROUTING_KEY
 from helpers.build_cli import EXAMPLE_PACKAGE
 from helpers.build_cli import FAILING_PACKAGE
+from helpers.build_cli import cli_command
 from helpers.rabbitmq import consume_all
 from helpers.rabbitmq import declare_queue
 from helpers.rabbitmq import delete_names
@@ -230,3 +239,186 @@ def test_engine_airflow_runs_the_example_through_dag_test(cli, scratch):
         json.loads((scratch / "recipe-run-31" / "quality.json").read_text())["workflow"]
         == "l0_to_l1_example 1.0.0"
     )
+
+
+def _alive(pid: int) -> bool:
+    """Whether ``pid`` is a live process (a zombie counts as gone)."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except FileNotFoundError:
+        return False
+    return "\nState:\tZ" not in status
+
+
+@pytest.mark.parametrize("to_group", [False, True], ids=["kill-INT-runner", "ctrl-c-terminal"])
+def test_ctrl_c_stops_the_running_tasks_prints_the_summary_and_exits_130(cli, tmp_path, to_group):
+    # To the runner only (`kill -INT`, it must terminate its task processes itself), or to its
+    # whole process group, as Ctrl-C in a terminal does (the tasks get SIGINT too).
+    process = subprocess.Popen(
+        [
+            *cli_command(),
+            "run",
+            EXAMPLE_PACKAGE,
+            "l0_to_l1_example",
+            "--recipe-run-id",
+            "41",
+            "--jobs",
+            "2",
+            "--log-dir",
+            str(tmp_path / "logs"),
+        ],
+        env={**cli.env, "DKIST_EXAMPLE_TASK_SLEEP": "600"},
+        cwd=cli.cwd,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        # A shell may start background jobs with SIGINT ignored; the runner must see Ctrl-C.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+        start_new_session=True,
+    )
+    try:
+        assert process.stdout is not None
+        seen: list[str] = []
+        pids: dict[str, int] = {}
+        working: set[str] = set()
+        for line in process.stdout:
+            seen.append(line)
+            if match := re.match(r"\[runner\] started (\w+Calibration), pid (\d+)$", line):
+                pids[match.group(1)] = int(match.group(2))
+            if match := re.match(r"\[(\w+Calibration)\] .* l0_to_l1_example\.\1 started", line):
+                working.add(match.group(1))  # reads the L0 frames, then sleeps
+            if len(working) == 2:
+                break
+        assert len(pids) == 2 and working == set(pids), "".join(seen)
+        if to_group:
+            os.killpg(process.pid, signal.SIGINT)
+        else:
+            process.send_signal(signal.SIGINT)
+        rest, stderr = process.communicate(timeout=120)
+    finally:
+        with contextlib.suppress(ProcessLookupError):  # whatever is left of the run, tasks too
+            os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+    stdout = "".join(seen) + rest
+    assert process.returncode == 130, stdout + stderr
+    assert "[runner] interrupted: stopping the running tasks" in stdout
+    assert not [pid for pid in pids.values() if _alive(pid)], "task processes left running"
+    states = summary_states(stdout)
+    assert states["ParseL0Inputs"] == "success"
+    assert {states[name] for name in pids} == {"failed"}
+    assert [name for name, state in states.items() if state == "skipped"] == [
+        name for name in L0_TO_L1_ORDER if name != "ParseL0Inputs" and name not in pids
+    ]
+    assert (
+        "l0_to_l1_example_dev interrupted: 1 succeeded, 2 failed, 5 skipped (not run) of 8 tasks"
+        in stdout
+    )
+    assert "an earlier task failed" not in stdout  # nothing failed: the user stopped the run
+    assert "failure report" not in stdout  # an interrupt is not a task failure
+    assert "Traceback" not in stderr
+
+
+def test_a_closed_stdout_does_not_hang_or_stop_the_run(cli, scratch, tmp_path):
+    # As in `dkist-processing-core run ... | head`: the reader goes away while tasks run.
+    process = subprocess.Popen(
+        [
+            *cli_command(),
+            "run",
+            EXAMPLE_PACKAGE,
+            "l0_to_l1_example",
+            "--recipe-run-id",
+            "42",
+            "--jobs",
+            "2",
+            "--log-dir",
+            str(tmp_path / "logs"),
+        ],
+        env={**cli.env, "DKIST_EXAMPLE_TASK_SLEEP": "1"},
+        cwd=cli.cwd,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert process.stdout is not None
+        for line in process.stdout:
+            if line.startswith("[runner] started DarkCalibration"):
+                break
+        process.stdout.close()
+        _, stderr = process.communicate(timeout=120)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    # Every task ran to the end and wrote its log, though nobody read the output.
+    assert json.loads((scratch / "recipe-run-42" / "quality.json").read_text())["frames"] == 16
+    assert "QualityReport complete" in (tmp_path / "logs" / "QualityReport.log").read_text()
+    # The summary could not be printed: one readable line says so.
+    assert [line for line in stderr.splitlines() if line.strip()] == [
+        "dkist-processing-core: error: BrokenPipeError: [Errno 32] Broken pipe "
+        "(run with --debug for the traceback)"
+    ]
+
+
+class _FailingStream(io.StringIO):
+    """Raises (in the runner's own thread) once the runner announced ``task``."""
+
+    def __init__(self, task: str) -> None:
+        super().__init__()
+        self.task = task
+
+    def write(self, text: str) -> int:
+        super().write(text)
+        if (
+            text.startswith(f"[runner] started {self.task}")
+            and threading.current_thread() is threading.main_thread()
+        ):
+            raise RuntimeError("the runner broke")
+        return len(text)
+
+
+def test_an_error_in_the_runner_leaves_no_task_running(cli, tmp_path):
+    from dkist_processing_core.runner import run_local
+    from dkist_processing_example.workflows.l0_to_l1 import l0_to_l1
+
+    stream = _FailingStream("GainCalibration")
+    with pytest.raises(RuntimeError, match="the runner broke"):
+        run_local(
+            l0_to_l1,
+            43,
+            jobs=2,
+            log_dir=tmp_path / "logs",
+            stream=stream,
+            env={**cli.env, "DKIST_EXAMPLE_TASK_SLEEP": "600"},
+            report_failures=False,
+        )
+    pids = [
+        int(pid)
+        for pid in re.findall(r"\[runner\] started \w+Calibration, pid (\d+)", stream.getvalue())
+    ]
+    assert len(pids) == 2, stream.getvalue()
+    assert not [pid for pid in pids if _alive(pid)], "task processes left running"
+
+
+def test_a_retry_waiting_for_a_free_slot_does_not_keep_the_runner_busy(
+    cli, fixture_packages, tmp_path
+):
+    from build_fixture_retry.tasks import SLOW_SECONDS
+    from build_fixture_retry.workflows import retry
+    from dkist_processing_core.runner import run_local
+
+    cpu_before = time.thread_time()
+    summary = run_local(
+        retry, 44, jobs=2, log_dir=tmp_path / "logs", stream=io.StringIO(), env=cli.env
+    )
+    runner_cpu = time.thread_time() - cpu_before
+    assert [(r.task_id, r.state, r.attempts) for r in summary.results] == [
+        ("Flaky", "success", 2),
+        ("Slow1", "success", 1),
+        ("Slow2", "success", 1),
+    ]
+    # Flaky's retry was due about SLOW_SECONDS - 1 s before a slot came free; the runner's own
+    # thread must have slept through that wait instead of polling the whole time.
+    assert runner_cpu < (SLOW_SECONDS - 1) / 4, f"runner thread used {runner_cpu:.2f} s of CPU"

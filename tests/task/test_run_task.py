@@ -33,6 +33,14 @@ class Fails(TaskBase):
         Path(os.environ["RUN_MARKER"]).write_text("rolled back")
 
 
+class ExitsEarly(TaskBase):
+    def run(self):
+        raise SystemExit(0)
+
+    def rollback(self):
+        Path(os.environ["RUN_MARKER"]).write_text("rolled back")
+
+
 class NotATask:
     pass
 """
@@ -128,3 +136,12 @@ def test_parse_recipe_run_id_accepts(raw, expected):
 def test_parse_recipe_run_id_refuses(raw):
     with pytest.raises(InvocationError, match="non-negative integer"):
         parse_recipe_run_id(raw)
+
+
+def test_sys_exit_inside_a_task_is_a_failure_not_a_success(worker):
+    """A task that calls sys.exit(0) did not finish its work: it is rolled back and exits 1."""
+    module, env, _, run_marker = worker
+    result = run_task_process(module, "ExitsEarly", {**env, "RECIPE_RUN_ID": "3"})
+    assert result.returncode == 1, result.stderr
+    assert run_marker.read_text() == "rolled back"
+    assert "task ExitsEarly called sys.exit(0)" in result.stderr

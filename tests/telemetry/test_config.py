@@ -12,6 +12,7 @@ from dkist_processing_core.config import MeshService
 from dkist_processing_core.config import RetryConfig
 from dkist_processing_core.config import core_configuration
 from dkist_processing_core.config import is_secret_field
+from pydantic import BaseModel
 from pydantic import Field
 
 # variable -> (raw value, attribute, expected parsed value). Every field of the class is listed:
@@ -289,6 +290,28 @@ def test_client_subclass_invalid_value_names_its_variable(core_env):
     core_env.setenv("SCRATCH_INVENTORY_MAX_DB_INDEX", "-1")
     with pytest.raises(ConfigurationError, match="environment variable SCRATCH_INVENTORY_MAX_DB_INDEX"):
         PipelineConfiguration()
+
+
+class ObjectStore(BaseModel):
+    endpoint: str = "https://store.example"
+    secret_key: str = "nested-secret-value"
+
+
+class NestedSecretConfiguration(DKISTProcessingCoreConfiguration):
+    object_store: ObjectStore = Field(default_factory=ObjectStore)
+    stores: dict[str, ObjectStore] = Field(default_factory=lambda: {"archive": ObjectStore()})
+
+
+def test_secrets_of_nested_client_models_are_masked(core_env):
+    configuration = NestedSecretConfiguration()
+    for text in (repr(configuration), str(configuration), str(configuration.masked_dump())):
+        assert "nested-secret-value" not in text
+        assert "https://store.example" in text
+    dumped = configuration.masked_dump()
+    assert dumped["object_store"] == {"endpoint": "https://store.example", "secret_key": SECRET_MASK}
+    assert dumped["stores"]["archive"]["secret_key"] == SECRET_MASK
+    assert dumped["mesh_config"] == {} and dumped["retry_config"]["retry_jitter"] == [0.0, 1.0]
+    assert "ObjectStore(endpoint='https://store.example', secret_key='**********')" in repr(configuration)
 
 
 def test_client_subclass_secrets_are_masked_everywhere(core_env):

@@ -347,6 +347,13 @@ def test_backoff_grows_and_is_capped():
     assert RetryPolicy(tries=-1).allows(10_000) and not RetryPolicy(tries=2).allows(2)
 
 
+def test_backoff_survives_a_long_series_of_fast_failures():
+    # A refused port fails in microseconds: with no delay and no jitter, a 30 s bound makes
+    # thousands of attempts, and backoff ** attempts outgrows a float.
+    assert RetryPolicy(delay=0.5, backoff=2, jitter=(0, 0), max_delay=5).delay_after(5_000) == 5
+    assert RetryPolicy(delay=0, backoff=2, jitter=(0, 0), max_delay=5).delay_after(5_000) == 0
+
+
 def test_importing_the_module_does_not_load_pika_or_the_configuration():
     code = (
         "import sys, dkist_processing_core.isb\n"

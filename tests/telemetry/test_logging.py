@@ -66,6 +66,26 @@ def test_repeated_calls_add_no_second_sink():
     assert result.stdout.strip() == "1"
 
 
+def test_configure_after_reset_writes_each_line_once():
+    result = run_python(
+        """
+        from dkist_processing_core.logging import configure_logging, reset_logging
+        from loguru import logger
+        configure_logging("INFO")
+        reset_logging()  # puts loguru's default sink back, under a new id
+        configure_logging("INFO")
+        logger.info("exactly-once")
+        reset_logging()
+        configure_logging("INFO")
+        logger.info("still-once")
+        """,
+        clean_environment(),
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stderr.count("exactly-once") == 1
+    assert result.stderr.count("still-once") == 1
+
+
 def test_a_new_level_replaces_the_sink():
     result = run_python(
         """

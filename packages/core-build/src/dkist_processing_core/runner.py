@@ -168,16 +168,25 @@ def _check_jobs(jobs: int) -> int:
 
 # ------------------------------------------------------------------------------ local engine
 class _Output:
-    """Writes whole lines from many threads to one stream, each with a ``[name]`` prefix."""
+    """Writes whole lines from many threads to one stream, each with a ``[name]`` prefix.
+
+    Once the stream fails (e.g. ``run ... | head`` closed it) output is dropped, so that a closed
+    terminal cannot stop a run half-way; the task logs keep everything.
+    """
 
     def __init__(self, stream: IO[str]) -> None:
-        self._stream = stream
+        self._stream: IO[str] | None = stream
         self._lock = threading.Lock()
 
     def line(self, prefix: str, text: str) -> None:
         with self._lock:
-            self._stream.write(f"[{prefix}] {text}\n")
-            self._stream.flush()
+            if self._stream is None:
+                return
+            try:
+                self._stream.write(f"[{prefix}] {text}\n")
+                self._stream.flush()
+            except (OSError, ValueError):
+                self._stream = None
 
 
 @dataclass
@@ -217,7 +226,7 @@ class _LocalRun:
         self.running: dict[str, _Attempt] = {}
         self.events: queue.Queue[tuple[str, int]] = queue.Queue()
         self.stopping = False
-        self.messages: list[str] = []
+        self.interrupted = False
 
     # ---------------------------------------------------------------- scheduling
     def _ready(self, now: float) -> list[str]:
@@ -232,44 +241,50 @@ class _LocalRun:
         ]
 
     def execute(self) -> bool:
-        """Run until done; return False if interrupted (Ctrl-C)."""
+        """Run until done; return False if interrupted (Ctrl-C).
+
+        However it ends, no task process is left running.
+        """
         try:
             while True:
                 now = time.monotonic()
                 if not self.stopping:
                     for task_id in self._ready(now)[: self.jobs - len(self.running)]:
                         self._start(task_id)
-                if not self.running:
-                    waiting = [self.retry_at[t] for t in self.pending if t in self.retry_at]
-                    if self.stopping or not waiting:
-                        break
-                waits = [
-                    self.retry_at[t] - now
-                    for t in self.pending
-                    if t in self.retry_at and not self.stopping
-                ]
-                timeout = max(0.0, min(waits)) if waits else None
+                # Retries not yet due; one that is due but found no free slot waits for an event.
+                waits = (
+                    [] if self.stopping else [at - now for at in self.retry_at.values() if at > now]
+                )
+                if not self.running and not waits:
+                    break
+                timeout = min(waits) if waits else None
                 try:
                     task_id, exit_code = self.events.get(timeout=timeout)
                 except queue.Empty:
                     continue
                 self._finished(task_id, exit_code)
         except KeyboardInterrupt:
-            self._interrupt()
+            self.interrupted = True
+            self.out.line("runner", "interrupted: stopping the running tasks")
+            self._stop_running()
             return False
+        except BaseException:
+            self._stop_running()
+            raise
         finally:
+            why = "the run was interrupted" if self.interrupted else "another task failed"
             for task_id in self.pending:
                 result = self.results[task_id]
                 if result.attempts:  # waited for a retry when the run stopped
-                    result.state, result.note = FAILED, "retry not run: another task failed"
+                    result.state, result.note = FAILED, f"retry not run: {why}"
                 elif not result.note:
                     result.state = SKIPPED
-                    result.note = "not run: an earlier task failed" if self.stopping else "not run"
+                    result.note = f"not run: {why}" if self.stopping else "not run"
         return True
 
-    def _interrupt(self) -> None:
+    def _stop_running(self) -> None:
+        """Terminate the running tasks, give them 10 s to end, then kill what is left."""
         self.stopping = True
-        self.out.line("runner", "interrupted: stopping the running tasks")
         for attempt in self.running.values():
             if attempt.process.poll() is None:
                 attempt.process.terminate()
@@ -279,14 +294,16 @@ class _LocalRun:
                 task_id, exit_code = self.events.get(timeout=max(0.0, deadline - time.monotonic()))
             except queue.Empty:
                 break
-            attempt = self.running.pop(task_id)
+            self.running.pop(task_id)
             result = self.results[task_id]
-            result.state, result.exit_code, result.ended = FAILED, exit_code, time.time()
-            result.note = "interrupted"
-            if result.started is None:
-                result.started = attempt.started
+            result.exit_code, result.ended = exit_code, time.time()
+            if exit_code == 0:  # had finished before it was told to stop
+                result.state = SUCCESS
+            else:
+                result.state, result.note = FAILED, "interrupted"
         for task_id, attempt in self.running.items():
             attempt.process.kill()
+            attempt.process.wait()
             result = self.results[task_id]
             result.state, result.ended, result.note = FAILED, time.time(), "killed"
 
@@ -336,25 +353,24 @@ class _LocalRun:
         except OSError as error:
             log.close()
             raise RunError(f"cannot start the process of task {task_id}: {error}") from error
+        self.running[task_id] = _Attempt(task_id, process, started)  # first: Ctrl-C must find it
         attempt_text = (
             f" (attempt {result.attempts} of {node.retries + 1})" if result.attempts > 1 else ""
         )
-        self.out.line("runner", f"started {task_id}{attempt_text}, pid {process.pid}")
-        self.running[task_id] = _Attempt(task_id, process, started)
         threading.Thread(target=self._pump, args=(task_id, process, log), daemon=True).start()
+        self.out.line("runner", f"started {task_id}{attempt_text}, pid {process.pid}")
 
     def _pump(self, task_id: str, process: subprocess.Popen[str], log: IO[str]) -> None:
-        """Copy the task's output to its log and to the shared stream; report its exit status."""
+        """Copy the task's output to its log and to the shared stream; always report its exit status."""
+        assert process.stdout is not None
         try:
-            assert process.stdout is not None
             for raw in process.stdout:
-                line = raw.rstrip("\n")
                 log.write(raw if raw.endswith("\n") else raw + "\n")
-                self.out.line(task_id, line)
-            exit_code = process.wait()
+                self.out.line(task_id, raw.rstrip("\n"))
         finally:
             log.close()
-        self.events.put((task_id, exit_code))
+            process.stdout.close()  # if the copy failed: a task writing more gets EPIPE, not a full pipe
+            self.events.put((task_id, process.wait()))
 
     def _finished(self, task_id: str, exit_code: int) -> None:
         attempt = self.running.pop(task_id)
@@ -506,7 +522,6 @@ def run_local(
         duration=time.monotonic() - started,
         log_dir=folder,
         interrupted=not completed,
-        messages=run.messages,
     )
 
 

@@ -71,16 +71,19 @@ def run_task(
     workflow_version: str,
 ) -> None:
     """Run one task in this process: pre_run, run, post_run; rollback and re-raise on failure."""
-    run_id = parse_recipe_run_id(recipe_run_id)
     cls = load_task_class(task_module, task_class)
-    with cls(recipe_run_id=run_id, workflow_name=workflow_name, workflow_version=workflow_version) as task:
+    _run(cls, parse_recipe_run_id(recipe_run_id), workflow_name, workflow_version)
+
+
+def _run(cls: type[TaskBase], recipe_run_id: int, workflow_name: str, workflow_version: str) -> None:
+    with cls(recipe_run_id=recipe_run_id, workflow_name=workflow_name, workflow_version=workflow_version) as task:
         try:
             task()
         except BaseException:
             try:
                 task.rollback()
             except Exception:
-                logging.getLogger(__name__).exception("rollback of task %s failed", task_class)
+                logging.getLogger(__name__).exception("rollback of task %s failed", cls.__name__)
             raise
 
 
@@ -120,15 +123,22 @@ def main(argv: list[str] | None = None) -> int:
             raise InvocationError(f"no recipe run id: set ${RECIPE_RUN_ID_VARIABLE} or pass --recipe-run-id")
         recipe_run_id = parse_recipe_run_id(raw_id)
         _check_configuration()
-        load_task_class(args.module, args.task)
+        cls = load_task_class(args.module, args.task)
     except InvocationError as error:
         print(f"dkist-processing-core: {error}", file=sys.stderr)
         return 2
     try:
-        run_task(args.module, args.task, recipe_run_id, args.workflow_name, args.workflow_version)
+        _run(cls, recipe_run_id, args.workflow_name, args.workflow_version)
     except Exception as error:
         traceback.print_exc()
         print(f"dkist-processing-core: task {args.task} failed: {type(error).__name__}: {error}", file=sys.stderr)
+        return 1
+    except SystemExit as error:  # the task was rolled back: its work did not finish
+        print(
+            f"dkist-processing-core: task {args.task} called sys.exit({error.code!r}); "
+            "a task signals failure by raising an exception",
+            file=sys.stderr,
+        )
         return 1
     return 0
 

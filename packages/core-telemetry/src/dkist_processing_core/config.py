@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Annotated
 from typing import Any
 
+from dkist_processing_core.isb_outbox import default_isb_outbox_dir
 from pydantic import BaseModel
 from pydantic import Field
 from pydantic import ValidationError
@@ -50,11 +51,6 @@ def is_secret_field(name: str) -> bool:
     """True for field names that hold a secret (contain pass, secret or token)."""
     lowered = name.lower()
     return any(marker in lowered for marker in _SECRET_MARKERS)
-
-
-def default_isb_outbox_dir() -> Path:
-    """``~/.local/state/dkist-processing-core/isb-outbox``"""
-    return Path.home() / ".local" / "state" / "dkist-processing-core" / "isb-outbox"
 
 
 class ConfigurationError(ValueError):
@@ -189,7 +185,7 @@ class DKISTProcessingCoreConfiguration(BaseSettings):
         description="Upper bound in seconds for one failure report to reach the interservice-bus before it is kept in the outbox.",
     )
     isb_outbox_dir: Path = Field(
-        default_factory=lambda: default_isb_outbox_dir(),
+        default_factory=default_isb_outbox_dir,
         description="Folder of the durable outbox that keeps failure reports the interservice-bus did not confirm.",
     )
 
@@ -314,13 +310,51 @@ class DKISTProcessingCoreConfiguration(BaseSettings):
         return f"{service.mesh_address}:{service.mesh_port}"
 
     def masked_dump(self) -> dict[str, Any]:
-        """All settings as JSON-ready values, with secrets replaced by a mask."""
-        dumped = self.model_dump(mode="json")
-        return {name: SECRET_MASK if is_secret_field(name) else value for name, value in dumped.items()}
+        """All settings as JSON-ready values, with secrets (at any depth) replaced by a mask."""
+        return _masked(self, self.model_dump(mode="json"))
 
     def __repr_args__(self):  # type: ignore[no-untyped-def]
         for name, value in super().__repr_args__():
-            yield name, SECRET_MASK if name and is_secret_field(name) else value
+            yield name, SECRET_MASK if name and is_secret_field(name) else _MaskedRepr.wrap(value)
+
+
+def _masked(value: Any, dumped: Any) -> Any:
+    """``dumped`` (the dump of ``value``) with the secret fields of every model in it masked."""
+    if isinstance(value, BaseModel) and isinstance(dumped, dict):
+        return {
+            name: SECRET_MASK if is_secret_field(name) else _masked(getattr(value, name, None), item)
+            for name, item in dumped.items()
+        }
+    if isinstance(value, dict) and isinstance(dumped, dict) and len(value) == len(dumped):
+        return {key: _masked(item, dumped[key]) for key, item in zip(dumped, value.values(), strict=True)}
+    if isinstance(value, list | tuple) and isinstance(dumped, list) and len(value) == len(dumped):
+        return [_masked(item, dumped_item) for item, dumped_item in zip(value, dumped, strict=True)]
+    return dumped
+
+
+class _MaskedRepr:
+    """Repr of a value holding models (a client's nested settings) with their secret fields masked."""
+
+    def __init__(self, value: Any) -> None:
+        self.value = value
+
+    @classmethod
+    def wrap(cls, value: Any) -> Any:
+        return cls(value) if isinstance(value, BaseModel | dict | list | tuple) else value
+
+    def __repr__(self) -> str:
+        value = self.value
+        if isinstance(value, BaseModel):
+            fields = ", ".join(
+                f"{name}={SECRET_MASK if is_secret_field(name) else _MaskedRepr.wrap(getattr(value, name))!r}"
+                for name, info in type(value).model_fields.items()
+                if info.repr
+            )
+            return f"{type(value).__name__}({fields})"
+        if isinstance(value, dict):
+            return "{" + ", ".join(f"{key!r}: {_MaskedRepr.wrap(item)!r}" for key, item in value.items()) + "}"
+        items = ", ".join(repr(_MaskedRepr.wrap(item)) for item in value)
+        return f"[{items}]" if isinstance(value, list) else f"({items}{',' if len(value) == 1 else ''})"
 
 
 def _describe(error: ValidationError) -> str:

@@ -52,6 +52,7 @@ from typing import Any
 from dkist_processing_core.isb_outbox import ENVELOPE_FORMAT
 from dkist_processing_core.isb_outbox import Outbox
 from dkist_processing_core.isb_outbox import OutboxError
+from dkist_processing_core.isb_outbox import default_isb_outbox_dir
 
 if TYPE_CHECKING:
     from dkist_processing_core.config import DKISTProcessingCoreConfiguration
@@ -107,7 +108,11 @@ class RetryPolicy:
 
     def delay_after(self, attempt: int) -> float:
         """Seconds to wait after failed attempt number ``attempt`` (1-based)."""
-        base = self.delay * self.backoff ** (attempt - 1)
+        try:
+            growth = float(self.backoff) ** (attempt - 1)
+        except OverflowError:  # a long series of fast failures; max_delay caps it anyway
+            growth = math.inf
+        base = self.delay * growth if self.delay else 0.0
         low, high = sorted(self.jitter)
         return max(0.0, min(base + random.uniform(low, high), self.max_delay))
 
@@ -132,11 +137,7 @@ class IsbTarget:
     # False when the queue is owned by someone else (the producer then only declares the exchange).
     declare_queue: bool = True
     publish_timeout: float = 30.0
-    outbox_dir: Path = field(
-        default_factory=lambda: (
-            Path.home() / ".local" / "state" / "dkist-processing-core" / "isb-outbox"
-        )
-    )
+    outbox_dir: Path = field(default_factory=default_isb_outbox_dir)
     retry: RetryPolicy = field(default_factory=RetryPolicy)
 
     @classmethod
@@ -460,7 +461,6 @@ class _Run:
     def drain_until_empty(self, channel: _Channel) -> None:
         """Drain until the outbox is empty; files claimed by other drainers are waited for, since
         a claim is released without delivery when its holder fails."""
-        self.outbox.recover_stale_temporaries()
         while self._in_time():
             if self._drain_once(channel):
                 continue

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-__all__ = ["ClaimedMessage", "Outbox", "OutboxError"]
+__all__ = ["ClaimedMessage", "Outbox", "OutboxError", "default_isb_outbox_dir"]
 
 logger = logging.getLogger("dkist_processing_core.isb")
 
@@ -36,6 +36,11 @@ _TEMP_PREFIX = ".tmp-"
 _REJECTED = "rejected"
 # A temporary file this old belongs to a writer that died between fsync and rename.
 _STALE_TEMP_SECONDS = 600.0
+
+
+def default_isb_outbox_dir() -> Path:
+    """``~/.local/state/dkist-processing-core/isb-outbox``, the outbox unless ``ISB_OUTBOX_DIR`` says otherwise."""
+    return Path.home() / ".local" / "state" / "dkist-processing-core" / "isb-outbox"
 
 
 class OutboxError(OSError):

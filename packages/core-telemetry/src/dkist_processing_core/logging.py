@@ -18,6 +18,8 @@ _lock = threading.Lock()
 _sink_id: int | None = None
 _sink_level: str | None = None
 _removed_default_sink = False
+# loguru's own stderr sink; reset_logging() puts it back under a new id.
+_default_sink_id = 0
 _root_level_before: int | None = None
 
 
@@ -77,7 +79,7 @@ def configure_logging(level: str | int | None = None) -> None:
         if _sink_id is None:
             _root_level_before = root.level
             try:
-                logger.remove(0)  # loguru's default stderr sink
+                logger.remove(_default_sink_id)
                 _removed_default_sink = True
             except ValueError:
                 pass  # already removed by the application
@@ -102,7 +104,7 @@ def reset_logging() -> None:
     Loguru's default stderr sink comes back if :func:`configure_logging` removed it. For tests, and
     for applications that want to set logging up their own way after a task ran.
     """
-    global _sink_id, _sink_level, _removed_default_sink, _root_level_before
+    global _sink_id, _sink_level, _removed_default_sink, _root_level_before, _default_sink_id
     from loguru import logger
 
     with _lock:
@@ -113,7 +115,7 @@ def reset_logging() -> None:
         except ValueError:
             pass  # removed by the application already
         if _removed_default_sink:
-            logger.add(sys.stderr)
+            _default_sink_id = logger.add(sys.stderr)
         root = _stdlib_logging.getLogger()
         for handler in [handler for handler in root.handlers if isinstance(handler, InterceptHandler)]:
             root.removeHandler(handler)
