@@ -94,6 +94,10 @@ def _child_env(
     return env
 
 
+_STOP_GRACE_SECONDS = 10.0
+"""How long the Airflow child gets to stop after SIGTERM before it is killed."""
+
+
 def _stream(command: list[str], env: dict[str, str], output: _Output, prefix: str) -> int:
     process = subprocess.Popen(
         command,
@@ -111,9 +115,13 @@ def _stream(command: list[str], env: dict[str, str], output: _Output, prefix: st
         for line in process.stdout:
             output.line(prefix, line.rstrip("\n"))
         return process.wait()
-    except KeyboardInterrupt:
+    except BaseException:  # Ctrl-C or an error of ours: never leave Airflow running behind us
         process.terminate()
-        process.wait()
+        try:
+            process.wait(timeout=_STOP_GRACE_SECONDS)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
         raise
 
 
