@@ -19,7 +19,6 @@ and turns them into artifacts:
 from __future__ import annotations
 
 import pkgutil
-import re
 import shutil
 import sys
 import tempfile
@@ -39,6 +38,7 @@ from dkist_processing_core._dockerfile import notebook_dockerfile
 from dkist_processing_core._export_target import ExportTargetError
 from dkist_processing_core._export_target import staged_export
 from dkist_processing_core._mermaid import mermaid_flowchart
+from dkist_processing_core.node import DOTTED_NAME_RE
 
 if TYPE_CHECKING:
     from dkist_processing_core.workflow import Workflow
@@ -62,7 +62,6 @@ __all__ = [
 Progress = Callable[[str], None]
 PackageLike = ModuleType | str
 
-_DOTTED_NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)*")
 
 
 # ----------------------------------------------------------------------------------- errors
@@ -112,7 +111,7 @@ def _resolve_package(package: PackageLike) -> ModuleType:
         raise TypeError(
             f"package must be a module or a dotted module name, got {type(package).__name__}"
         )
-    if not _DOTTED_NAME_RE.fullmatch(package):
+    if not DOTTED_NAME_RE.fullmatch(package):
         raise UnknownPackageError(
             f"{package!r} is not a dotted Python package name (such as my_pipeline.workflows)"
         )

@@ -338,18 +338,22 @@ def build_parser() -> argparse.ArgumentParser:
     )
     export_dockerfile.set_defaults(handler=_cmd_export_dockerfile)
 
+    def add_workflow_arguments(sub: argparse.ArgumentParser) -> None:
+        """PACKAGE [WORKFLOW]: one workflow of a package."""
+        sub.add_argument("package", metavar="PACKAGE", help=package_help)
+        sub.add_argument(
+            "workflow",
+            metavar="WORKFLOW",
+            nargs="?",
+            help="DAG id or workflow name (optional if the package has one workflow)",
+        )
+
     graph = command(
         "graph",
         "print the Mermaid flowchart of a workflow",
         "Print the task graph of one workflow of PACKAGE as Mermaid flowchart text.",
     )
-    graph.add_argument("package", metavar="PACKAGE", help=package_help)
-    graph.add_argument(
-        "workflow",
-        metavar="WORKFLOW",
-        nargs="?",
-        help="DAG id or workflow name (optional if the package has one workflow)",
-    )
+    add_workflow_arguments(graph)
     graph.add_argument(
         "--direction", choices=["TD", "LR"], default="TD", help="layout direction (default: TD)"
     )
@@ -363,13 +367,7 @@ def build_parser() -> argparse.ArgumentParser:
         "tasks in parallel; a failed task is reported on the interservice bus, no new task starts and "
         "the rest are skipped. Engine airflow: Airflow's own dag.test() on a throw-away SQLite database.",
     )
-    run.add_argument("package", metavar="PACKAGE", help=package_help)
-    run.add_argument(
-        "workflow",
-        metavar="WORKFLOW",
-        nargs="?",
-        help="DAG id or workflow name (optional if the package has one workflow)",
-    )
+    add_workflow_arguments(run)
     run.add_argument(
         "--recipe-run-id",
         type=_recipe_run_id,

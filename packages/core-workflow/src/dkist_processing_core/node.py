@@ -30,6 +30,7 @@ if TYPE_CHECKING:
     from dkist_processing_core.task import TaskBase
 
 __all__ = [
+    "DOTTED_NAME_RE",
     "FROZEN_EXTRA",
     "MAX_TASK_NAME_LENGTH",
     "Node",
@@ -46,7 +47,8 @@ MAX_TASK_NAME_LENGTH = 100
 
 _IDENTIFIER = r"[A-Za-z_][A-Za-z0-9_]*"
 _IDENTIFIER_RE = re.compile(_IDENTIFIER)
-_DOTTED_NAME_RE = re.compile(rf"{_IDENTIFIER}(?:\.{_IDENTIFIER})*")
+#: A dotted Python module or package name such as ``my_pipeline.workflows``.
+DOTTED_NAME_RE = re.compile(rf"{_IDENTIFIER}(?:\.{_IDENTIFIER})*")
 # PEP 508 names (distributions and extras), ASCII only.
 _PEP508_NAME_RE = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9._-]*[A-Za-z0-9])?")
 _MAX_EXTRA_LENGTH = 64
@@ -72,7 +74,7 @@ def validate_package_name(value: object, what: str = "workflow_package") -> str:
         raise WorkflowError(
             f"{what} must be a dotted package name (str), got {type(value).__name__} {value!r}"
         )
-    if not _DOTTED_NAME_RE.fullmatch(value):
+    if not DOTTED_NAME_RE.fullmatch(value):
         raise WorkflowError(
             f"{what} {value!r} is not a dotted Python package name "
             "(ASCII identifiers separated by '.', e.g. 'my_pipeline.workflows')"
@@ -148,7 +150,7 @@ def _validate_task(task: object) -> type[TaskBase]:
             f"task {name} is defined in __main__ (a file run as a script); workers import tasks by "
             "module path, so define it in a module of the pipeline package"
         )
-    if not (isinstance(module_name, str) and _DOTTED_NAME_RE.fullmatch(module_name)):
+    if not (isinstance(module_name, str) and DOTTED_NAME_RE.fullmatch(module_name)):
         raise WorkflowError(
             f"task {name} has the module path {module_name!r}, which is not a dotted Python module name"
         )
