@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+from pathlib import Path
 
 import nbformat
 import pytest
@@ -111,17 +112,13 @@ def test_export_dags_writes_every_dag_file_and_reports_progress(tmp_path):
     assert tree(tmp_path) == ["dags", "dags/My_Workflow_dev.py", "dags/l0_to_l1_example_dev.py"]
 
 
-def test_export_refuses_a_target_with_foreign_files_and_force_leaves_them_untouched(tmp_path):
+def test_export_writes_beside_other_files_and_leaves_them_untouched(tmp_path):
+    # As the previous product did: a pipeline's CI exports into a folder that holds other files.
     target = tmp_path / "dags"
     target.mkdir()
     user_file = target / "notes.txt"
     user_file.write_text("mine")
-    with pytest.raises(
-        ExportTargetError, match=r"holds 1 file\(s\) this export does not write \(notes.txt\)"
-    ):
-        build_utils.export_dags(EXAMPLE_PACKAGE, target)
-    assert tree(tmp_path) == ["dags", "dags/notes.txt"]
-    build_utils.export_dags(EXAMPLE_PACKAGE, target, force=True)
+    build_utils.export_dags(EXAMPLE_PACKAGE, target)
     assert user_file.read_text() == "mine"
     assert tree(tmp_path) == [
         "dags",
@@ -129,6 +126,15 @@ def test_export_refuses_a_target_with_foreign_files_and_force_leaves_them_untouc
         "dags/l0_to_l1_example_dev.py",
         "dags/notes.txt",
     ]
+
+
+@pytest.mark.parametrize("target", ["/", "/usr", "/etc", "~", "/tmp"])
+def test_a_filesystem_root_or_system_folder_is_refused_without_walking_it(tmp_path, target):
+    with pytest.raises(ExportTargetError, match="filesystem root, a system folder or the home folder"):
+        build_utils.export_dags(EXAMPLE_PACKAGE, Path(target).expanduser())
+    with pytest.raises(ExportTargetError, match="filesystem root, a system folder or the home folder"):
+        build_utils.export_notebooks(EXAMPLE_PACKAGE, Path(target).expanduser())
+    assert not list(Path("/").glob(".*staging-*"))
 
 
 @pytest.mark.parametrize(
@@ -147,7 +153,7 @@ def test_a_failed_export_leaves_nothing_behind(tmp_path, package):
     existing.mkdir()
     (existing / "Rejected_Dag_dev.py").write_text("# an older export, kept")
     with pytest.raises(WorkflowValidationError):
-        build_utils.export_dags(package, existing, force=True)
+        build_utils.export_dags(package, existing)
     assert tree(tmp_path) == ["existing", "existing/Rejected_Dag_dev.py"]
     assert (existing / "Rejected_Dag_dev.py").read_text() == "# an older export, kept"
 
@@ -183,6 +189,19 @@ def test_export_notebook_dockerfile_defines_a_jupyter_image_with_the_pinned_pipe
     assert '"dkist-processing-example[frozen]==1.0.0"' in text
     assert '"dkist-processing-core-task[notebook]==1.0.0"' in text
     assert "COPY --chown=${NB_UID}:${NB_GID} notebooks/ /home/${NB_USER}/notebooks/" in text
+
+
+@pytest.mark.parametrize(
+    ("requires_python", "tag"),
+    [([">=3.13"], "python-3.13"), ([">=3.11"], "python-3.11"), ([None], "python-3.11"), ([">=3.12", ">3.12"], "python-3.12")],
+)
+def test_dockerfile_base_image_carries_the_python_the_pipeline_requires(requires_python, tag):
+    # The DKIST pipelines require Python >= 3.13: a 3.11 image could not install them.
+    from dkist_processing_core._dockerfile import base_image_for
+
+    assert base_image_for(requires_python) == f"quay.io/jupyter/minimal-notebook:{tag}"
+    with pytest.raises(ValueError, match="choose an image with --base-image"):
+        base_image_for([">=3.99"])
 
 
 def test_dockerfile_base_image_is_validated_before_anything_is_written(tmp_path):

@@ -102,14 +102,8 @@ def test_export_dags_into_a_folder_with_a_user_file(cli):
     target.mkdir()
     (target / "README.txt").write_text("my notes\n")
 
-    refused = cli("export-dags", EXAMPLE_PACKAGE, "dags")
-    assert refused.returncode == 1
-    assert refused.stderr_lines[-1].startswith("dkist-processing-core: error: ")
-    assert "README.txt" in refused.stderr_lines[-1] and "--force" in refused.stderr_lines[-1]
-    assert tree(cli.cwd) == ["dags", "dags/README.txt"]
-
-    forced = cli("export-dags", EXAMPLE_PACKAGE, "dags", "--force")
-    assert forced.returncode == 0, forced.stderr
+    written = cli("export-dags", EXAMPLE_PACKAGE, "dags")
+    assert written.returncode == 0, written.stderr
     assert (target / "README.txt").read_text() == "my notes\n"
     assert tree(cli.cwd) == [
         "dags",
@@ -117,12 +111,18 @@ def test_export_dags_into_a_folder_with_a_user_file(cli):
         "dags/README.txt",
         "dags/l0_to_l1_example_dev.py",
     ]
-    assert forced.stdout.splitlines() == [
+    assert written.stdout.splitlines() == [
         str(target / "l0_to_l1_example_dev.py"),
         str(target / "My_Workflow_dev.py"),
     ]
-    assert "export-dags: [1/2] l0_to_l1_example_dev: l0_to_l1_example_dev.py" in forced.stderr_lines
-    assert forced.stderr_lines[-1] == f"dkist-processing-core: wrote 2 DAG file(s) to {target}"
+    assert "export-dags: [1/2] l0_to_l1_example_dev: l0_to_l1_example_dev.py" in written.stderr_lines
+    assert written.stderr_lines[-1] == f"dkist-processing-core: wrote 2 DAG file(s) to {target}"
+
+
+def test_export_dags_refuses_the_filesystem_root(cli):
+    refused = cli("export-dags", EXAMPLE_PACKAGE, "/")
+    assert refused.returncode == 1
+    assert refused.stderr_lines[-1].startswith("dkist-processing-core: error: / is a filesystem root")
 
 
 def test_export_dags_of_a_broken_package_writes_nothing(cli):
@@ -267,7 +267,7 @@ def test_isb_flush_sends_what_the_outbox_holds(cli, tmp_path):
 
         result = cli("isb", "flush", ISB_EXCHANGE=names.exchange)
         assert result.returncode == 0, result.stderr
-        assert "1 message(s) delivered to 127.0.0.1:5672, 0 remaining" in result.stdout
+        assert "1 message(s) delivered to localhost:5672, 0 remaining" in result.stdout
         deliveries = consume_all(names.queue, expected=1)
         assert [delivery.json()["conversationId"] for delivery in deliveries] == ["kept-1"]
 

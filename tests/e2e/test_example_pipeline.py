@@ -114,7 +114,7 @@ def test_example_workflow_runs_in_dependency_order_with_telemetry(e2e):
 
     # 5. The tasks-executed counter: each task's process counted its one run (a cumulative sum may
     #    be exported more than once per process, at the flush and at shutdown, always as 1).
-    counter = f"{SERVICE_NAME}.meter.processing.tasks.executed"
+    counter = "dkist.processing.tasks.executed"
     points = e2e.receiver.wait_for_metric(counter)
     assert {point.value for point in points} == {1}, points
     assert {point.attributes.get("task.name") for point in points} == set(upstreams), points

@@ -7,7 +7,7 @@
         subprocess.run([...], env=env, check=True)
         spans = receiver.wait_for_spans(4)
         assert "My_Workflow.MyTask" in receiver.span_names()
-        receiver.wait_for_metric("my-service.meter.processing.tasks.executed")
+        receiver.wait_for_metric("dkist.processing.tasks.executed")
 
 Or use the pytest fixture ``otlp_receiver`` (import it into a conftest.py). The server listens on
 127.0.0.1 with a port the OS picks, so tests can run in parallel. ``reject_with`` makes the

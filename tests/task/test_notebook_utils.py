@@ -1,8 +1,7 @@
-"""notebook_utils: waiting for a saved notebook and exporting it (nbformat/nbconvert from the notebook extra)."""
+"""notebook_utils: the previous product's helpers for tasks run in a notebook (nbformat/nbconvert from the notebook extra)."""
 
 from __future__ import annotations
 
-import os
 import threading
 import time
 
@@ -27,79 +26,64 @@ def _write_notebook(path, marker="calibrated 12 frames"):
     nbformat.write(notebook, path)
 
 
-def test_export_to_html_next_to_the_notebook(tmp_path):
+def test_export_returns_the_notebook_as_markdown_bytes(tmp_path):
     source = tmp_path / "l0_to_l1_visp.ipynb"
     _write_notebook(source)
-    target = export_notebook_by_path(source)
-    assert target == tmp_path / "l0_to_l1_visp.html"
-    html = target.read_text()
-    assert "<html" in html and "Manual processing of recipe run 42" in html and "calibrated 12 frames" in html
+    exported = export_notebook_by_path(source)
+    assert isinstance(exported, bytes)
+    text = exported.decode("utf-8")
+    assert text.startswith("# Manual processing of recipe run 42")
+    assert "print('hello')" in text
+    assert "calibrated 12 frames" in text
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["l0_to_l1_visp.ipynb"]  # nothing written
 
 
-def test_export_to_another_format_and_place(tmp_path):
-    source = tmp_path / "run.ipynb"
-    _write_notebook(source)
-    target = export_notebook_by_path(str(source), output_format="markdown", output_path=tmp_path / "out" / "run.md")
-    assert target == tmp_path / "out" / "run.md"
-    assert "# Manual processing of recipe run 42" in target.read_text()
-
-
-def test_export_refuses_unknown_formats_and_missing_files(tmp_path):
-    source = tmp_path / "run.ipynb"
-    _write_notebook(source)
-    with pytest.raises(ValueError, match="unknown notebook export format 'docx'"):
-        export_notebook_by_path(source, output_format="docx")
+def test_export_of_a_missing_notebook_names_it(tmp_path):
     with pytest.raises(FileNotFoundError, match="missing.ipynb"):
         export_notebook_by_path(tmp_path / "missing.ipynb")
-    with pytest.raises(ValueError, match="would overwrite the notebook itself"):
-        export_notebook_by_path(source, output_format="notebook", output_path=source)
 
 
-def test_wait_returns_once_the_file_is_saved_and_settled(tmp_path):
+def test_wait_prints_the_sentinel_and_returns_once_the_file_holds_it(tmp_path, capsys):
     path = tmp_path / "run.ipynb"
-    began = time.time()
+    _write_notebook(path, marker="before the save")
 
     def save_later():
+        # What a Jupyter frontend does: save the notebook with the cell's printed output in it.
         time.sleep(0.3)
-        path.write_text("{ half written")  # a frontend mid-save
-        time.sleep(0.3)
-        _write_notebook(path)
+        _write_notebook(path, marker="Waiting for notebook to save with sentinel 'abc123'...")
 
     saver = threading.Thread(target=save_later)
     saver.start()
     try:
-        result = wait_for_notebook_save(path, saved_after=began, timeout=30, settle_seconds=0.5, poll_interval=0.05)
+        assert wait_for_notebook_save(path, sentinel="abc123", attempts=100, delay_s=0.05) is None
     finally:
         saver.join()
-    assert result == path
-    assert nbformat.read(path, as_version=4).cells[0].source == "# Manual processing of recipe run 42"
+    assert capsys.readouterr().out == "Waiting for notebook to save with sentinel 'abc123'...\n"
 
 
-def test_wait_ignores_a_save_from_before(tmp_path):
+def test_wait_with_a_random_sentinel_times_out_naming_the_file(tmp_path, capsys):
     path = tmp_path / "run.ipynb"
     _write_notebook(path)
-    old = time.time() - 60
-    os.utime(path, (old, old))
-    with pytest.raises(TimeoutError, match="was not saved since the wait began"):
-        wait_for_notebook_save(path, saved_after=time.time(), timeout=0.3, settle_seconds=0, poll_interval=0.05)
+    began = time.monotonic()
+    with pytest.raises(TimeoutError, match=r"Notebook did not save updated outputs in time: '.*run.ipynb'"):
+        wait_for_notebook_save(path, attempts=3, delay_s=0.1)
+    assert 0.15 < time.monotonic() - began  # 3 attempts, 2 pauses
+    printed = capsys.readouterr().out
+    assert printed.startswith("Waiting for notebook to save with sentinel '") and len(printed) > 60
 
 
-def test_wait_times_out_naming_the_file(tmp_path):
-    with pytest.raises(TimeoutError, match=r"never.ipynb' does not exist after waiting 0.2 s"):
-        wait_for_notebook_save(tmp_path / "never.ipynb", timeout=0.2, poll_interval=0.05)
+def test_wait_counts_a_missing_file_as_not_saved(tmp_path):
+    with pytest.raises(TimeoutError, match="never.ipynb"):
+        wait_for_notebook_save(tmp_path / "never.ipynb", sentinel="x", attempts=2, delay_s=0)
 
 
-def test_wait_defaults_to_the_notebook_of_the_kernel(tmp_path, monkeypatch):
-    path = tmp_path / "kernel.ipynb"
-    _write_notebook(path)
-    monkeypatch.setenv("JPY_SESSION_NAME", str(path))
-    assert wait_for_notebook_save(timeout=10, settle_seconds=0) == path
-    monkeypatch.delenv("JPY_SESSION_NAME")
-    with pytest.raises(ValueError, match="pass notebook_path"):
-        wait_for_notebook_save(timeout=1)
+@pytest.mark.parametrize(("attempts", "delay_s"), [(0, 1), (True, 1), (3, -1), (3, 1e9)])
+def test_wait_refuses_nonsense_limits(tmp_path, attempts, delay_s):
+    with pytest.raises(ValueError, match="attempts|delay_s"):
+        wait_for_notebook_save(tmp_path / "run.ipynb", attempts=attempts, delay_s=delay_s)
 
 
-def test_without_the_notebook_extra_the_error_names_it(tmp_path):
+def test_without_the_notebook_extra_export_names_it(tmp_path):
     code = """
 import sys
 
@@ -110,16 +94,12 @@ class HideNotebookLibraries:
         return None
 
 sys.meta_path.insert(0, HideNotebookLibraries())
-from dkist_processing_core.notebook_utils import export_notebook_by_path, wait_for_notebook_save
-for call in (lambda: export_notebook_by_path("x.ipynb"), lambda: wait_for_notebook_save("x.ipynb", timeout=0)):
-    try:
-        call()
-    except ImportError as error:
-        print(error)
+from dkist_processing_core.notebook_utils import export_notebook_by_path
+try:
+    export_notebook_by_path("x.ipynb")
+except ImportError as error:
+    print(error)
 """
     result = run_python(code, clean_environment())
     assert result.returncode == 0, result.stderr
-    lines = result.stdout.strip().splitlines()
-    assert len(lines) == 2
-    for line in lines:
-        assert "pip install 'dkist-processing-core-task[notebook]'" in line
+    assert "pip install 'dkist-processing-core-task[notebook]'" in result.stdout

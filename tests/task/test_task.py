@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 from dkist_processing_core import TaskBase
 from dkist_processing_core.run_task import run_task
-from dkist_processing_core.task import meter_name
+from dkist_processing_core.task import METER_NAME
 from helpers.task_modules import clean_environment
 from helpers.task_modules import run_python
 from helpers.task_modules import unique_module_name
@@ -146,9 +147,9 @@ def test_subclass_telemetry_helpers(task_env, in_memory_telemetry):
     span = in_memory_telemetry.span("Calibrate frames")
     assert span.parent.span_id == in_memory_telemetry.span("Run").context.span_id
     assert dict(span.attributes) == {**task.base_telemetry_attributes, "frames": 12, "detector": "camera-1"}
-    assert task.meter.name == "dkist-processing-visp.meter"
-    assert task.format_metric_name("frames.calibrated") == "dkist-processing-visp.meter.processing.frames.calibrated"
-    (point,) = in_memory_telemetry.metric_points("dkist-processing-visp.meter.processing.frames.calibrated")
+    assert task.meter.name == "dkist"
+    assert task.format_metric_name("frames.calibrated") == "dkist.processing.frames.calibrated"
+    (point,) = in_memory_telemetry.metric_points("dkist.processing.frames.calibrated")
     assert point.value == 12
 
 
@@ -166,7 +167,7 @@ def test_telemetry_span_records_exceptions_of_subclass_code(task_env, in_memory_
 
 
 def test_counter_is_incremented_once_per_run(task_env, in_memory_telemetry):
-    counter_name = "unknown-service-name.meter.processing.tasks.executed"
+    counter_name = "dkist.processing.tasks.executed"
     task = _task()
     assert task.format_metric_name("tasks.executed") == counter_name
     assert in_memory_telemetry.metric_points(counter_name) == []
@@ -182,12 +183,16 @@ def test_counter_is_incremented_once_per_run(task_env, in_memory_telemetry):
 def test_counter_counts_failed_runs_too(task_env, in_memory_telemetry):
     with pytest.raises(DetectorOnFire):
         _task(FailsInRun)()
-    (point,) = in_memory_telemetry.metric_points("unknown-service-name.meter.processing.tasks.executed")
+    (point,) = in_memory_telemetry.metric_points("dkist.processing.tasks.executed")
     assert point.value == 1
 
 
-def test_meter_name_follows_the_service_name():
-    assert meter_name("dkist-processing-cryonirsp") == "dkist-processing-cryonirsp.meter"
+def test_meter_and_metric_names_are_the_previous_products(task_env):
+    # Operators' dashboards key on these names (dkist-processing-core 7.5.0: meter "dkist").
+    task_env.setenv("OTEL_SERVICE_NAME", "dkist-processing-cryonirsp")
+    task = _task()
+    assert METER_NAME == task.meter.name == "dkist"
+    assert task.format_metric_name("frames.read") == "dkist.processing.frames.read"
 
 
 # -- context manager -------------------------------------------------------------------------------
@@ -285,24 +290,38 @@ def test_rollback_is_not_called_on_success(rollback_module):
     assert _events(log) == ["run"]
 
 
-def test_rollback_is_called_on_failure_and_the_error_reraised(rollback_module):
+def test_rollback_is_never_called_for_a_failure(rollback_module):
+    # A manual operation, as in the previous product: for dkist-processing-common tasks an automatic
+    # rollback would delete scratch files and reset the recipe run, hiding the failure.
     module, log = rollback_module
     with pytest.raises(ValueError, match="bad frame"):
         run_task(module, "Fails", 1, "Test_Workflow", "1.0")
+    assert _events(log) == ["run"]
+
+
+def test_rollback_is_not_called_by_the_worker_entry_point(rollback_module):
+    module, log = rollback_module
+    result = run_python(
+        "import sys\nfrom dkist_processing_core.run_task import main\n"
+        f"sys.exit(main(['--module={module}', '--task=Fails', '--workflow-name=W', '--workflow-version=1', '--recipe-run-id=3']))",
+        clean_environment(ROLLBACK_LOG=str(log), PYTHONPATH=str(log.parent)),
+    )
+    assert result.returncode == 1, result.stderr
+    assert "task Fails failed: ValueError: bad frame" in result.stderr
+    assert _events(log) == ["run"]
+
+
+def test_manual_rollback_runs_the_override(rollback_module):
+    module, log = rollback_module
+    task_class = getattr(__import__(module), "Fails")
+    with task_class(recipe_run_id=1, workflow_name="W", workflow_version="1") as task:
+        with pytest.raises(ValueError, match="bad frame"):
+            task()
+        task.rollback()
     assert _events(log) == ["run", "rollback"]
 
 
-def test_failing_rollback_keeps_the_original_error(rollback_module):
-    module, log = rollback_module
-    with pytest.raises(ValueError, match="bad frame"):
-        run_task(module, "RollbackFails", 1, "Test_Workflow", "1.0")
-    assert _events(log) == ["rollback"]
-
-
-def test_default_rollback_does_nothing(rollback_module):
-    module, _ = rollback_module
-    with pytest.raises(ValueError, match="bad frame"):
-        run_task(module, "DefaultRollback", 1, "Test_Workflow", "1.0")
+def test_default_rollback_does_nothing(task_env):
     assert _task().rollback() is None
 
 
@@ -325,25 +344,34 @@ def test_run_is_abstract(task_env):
         NoRun(recipe_run_id=1, workflow_name="W", workflow_version="1")
 
 
-@pytest.mark.parametrize("recipe_run_id", [0, 1, 2**40])
-def test_recipe_run_id_accepts_non_negative_ints(task_env, recipe_run_id):
-    assert _task(recipe_run_id=recipe_run_id).recipe_run_id == recipe_run_id
+@pytest.mark.parametrize(
+    ("recipe_run_id", "expected"),
+    [(0, 0), (1, 1), (2**40, 2**40), ("42", 42), (" 42 ", 42), (42.0, 42), (2**63 - 1, 2**63 - 1)],
+)
+def test_recipe_run_id_is_int_of_the_value_as_in_the_previous_product(task_env, recipe_run_id, expected):
+    task = _task(recipe_run_id=recipe_run_id)
+    assert task.recipe_run_id == expected
+    assert type(task.recipe_run_id) is int
 
 
 @pytest.mark.parametrize(
-    ("recipe_run_id", "error", "message"),
+    ("recipe_run_id", "message"),
     [
-        (True, TypeError, "must be an int, got bool"),
-        (False, TypeError, "must be an int, got bool"),
-        ("5", TypeError, "must be an int, got str '5'"),
-        ("1; rm -rf /", TypeError, "must be an int, got str"),
-        (5.0, TypeError, "must be an int, got float"),
-        (None, TypeError, "must be an int, got NoneType"),
-        (-1, ValueError, "must be a non-negative int, got -1"),
+        (True, "must be a non-negative integer, got True"),
+        (False, "must be a non-negative integer, got False"),
+        ("1; rm -rf /", "must be a non-negative integer, got '1; rm -rf /'"),
+        ("42.0", "must be a non-negative integer, got '42.0'"),
+        (4.5, "must be a whole number, got 4.5"),
+        (float("nan"), "must be a whole number, got nan"),
+        (float("inf"), "must be a whole number, got inf"),
+        (None, "must be a non-negative integer, got None"),
+        (-1, "must be between 0 and 9223372036854775807, got -1"),
+        ("-3", "must be between 0 and 9223372036854775807, got -3"),
+        (2**63, "must be between 0 and 9223372036854775807, got 9223372036854775808"),
     ],
 )
-def test_recipe_run_id_rejects_everything_else(task_env, recipe_run_id, error, message):
-    with pytest.raises(error, match=message.replace("[", r"\[").replace("(", r"\(")):
+def test_recipe_run_id_rejects_everything_else(task_env, recipe_run_id, message):
+    with pytest.raises(ValueError, match=re.escape(message)):
         _task(recipe_run_id=recipe_run_id)
 
 
@@ -365,28 +393,34 @@ class Noop(TaskBase):
         pass
 
 soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-if LOWER_HARD_TO is not None:
-    resource.setrlimit(resource.RLIMIT_NOFILE, (min(soft, LOWER_HARD_TO), LOWER_HARD_TO))
+resource.setrlimit(resource.RLIMIT_NOFILE, (min(soft, LOWER_SOFT_TO), min(hard, LOWER_HARD_TO)))
 Noop(recipe_run_id=1, workflow_name="W", workflow_version="1")
 Noop(recipe_run_id=2, workflow_name="W", workflow_version="1")
 print(json.dumps(resource.getrlimit(resource.RLIMIT_NOFILE)))
 """
 
 
-def _rlimit_probe(max_file_descriptors: str, lower_hard_to: int | None):
-    code = RLIMIT_PROBE.replace("LOWER_HARD_TO", repr(lower_hard_to))
+def _rlimit_probe(max_file_descriptors: str, lower_hard_to: int, lower_soft_to: int):
+    code = RLIMIT_PROBE.replace("LOWER_HARD_TO", repr(lower_hard_to)).replace("LOWER_SOFT_TO", repr(lower_soft_to))
     result = run_python(code, clean_environment(MAX_FILE_DESCRIPTORS=max_file_descriptors))
     assert result.returncode == 0, result.stderr
     return json.loads(result.stdout), result.stderr
 
 
-def test_soft_file_descriptor_limit_is_set_and_logged_once():
-    (soft, hard), log = _rlimit_probe("256", lower_hard_to=None)
-    assert soft == 256
-    assert log.count("soft limit of open files set to 256") == 1
+def test_soft_file_descriptor_limit_is_raised_and_logged_once():
+    (soft, hard), log = _rlimit_probe("2000", lower_hard_to=4096, lower_soft_to=256)
+    assert (soft, hard) == (2000, 4096)
+    assert log.count("soft limit of open files raised to 2000 (was 256, hard limit 4096)") == 1
+
+
+def test_file_descriptor_limit_is_never_lowered():
+    # The previous product never lowered it; instrument tasks open many FITS files.
+    (soft, hard), log = _rlimit_probe("1024", lower_hard_to=4096, lower_soft_to=3000)
+    assert (soft, hard) == (3000, 4096)
+    assert log.count("soft limit of open files kept at 3000 (MAX_FILE_DESCRIPTORS=1024, hard limit 4096)") == 1
 
 
 def test_file_descriptor_limit_never_exceeds_the_hard_limit():
-    (soft, hard), log = _rlimit_probe("100000", lower_hard_to=512)
+    (soft, hard), log = _rlimit_probe("100000", lower_hard_to=512, lower_soft_to=256)
     assert (soft, hard) == (512, 512)
     assert log.count("MAX_FILE_DESCRIPTORS=100000 is above the hard limit 512") == 1

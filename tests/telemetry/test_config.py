@@ -213,7 +213,8 @@ def test_otlp_endpoint_variables_override_the_mesh(core_env):
 
 
 def test_interservice_bus_from_the_mesh_with_a_local_default(core_env):
-    assert DKISTProcessingCoreConfiguration().isb_mesh_service == MeshService(mesh_address="127.0.0.1", mesh_port=5672)
+    # localhost, as in the previous product (dkist-processing-core 7.5.0)
+    assert DKISTProcessingCoreConfiguration().isb_mesh_service == MeshService(mesh_address="localhost", mesh_port=5672)
     core_env.setenv("MESH_CONFIG", '{"interservice-bus": {"mesh_address": "rabbit.mesh", "mesh_port": 5673}}')
     assert DKISTProcessingCoreConfiguration().isb_mesh_service == MeshService(mesh_address="rabbit.mesh", mesh_port=5673)
 
@@ -310,7 +311,7 @@ def test_secrets_of_nested_client_models_are_masked(core_env):
     dumped = configuration.masked_dump()
     assert dumped["object_store"] == {"endpoint": "https://store.example", "secret_key": SECRET_MASK}
     assert dumped["stores"]["archive"]["secret_key"] == SECRET_MASK
-    assert dumped["mesh_config"] == {} and dumped["retry_config"]["retry_jitter"] == [0.0, 1.0]
+    assert dumped["mesh_config"] == {} and dumped["retry_config"]["retry_jitter"] == [1, 10]
     assert "ObjectStore(endpoint='https://store.example', secret_key='**********')" in repr(configuration)
 
 

@@ -320,7 +320,7 @@ def test_default_broker_is_local(monkeypatch):
         == DKISTProcessingCoreConfiguration().isb_outbox_dir
     )
     assert (target.broker, target.username, target.exchange) == (
-        "127.0.0.1:5672",
+        "localhost:5672",
         "guest",
         "master.direct.x",
     )

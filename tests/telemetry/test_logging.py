@@ -160,3 +160,60 @@ def test_reset_logging_restores_the_root_logger(core_env):
     reset_logging()
     assert root.level == level_before
     assert root.handlers == handlers_before
+
+
+# dkist_service_configuration.logging (the previous product's logging, imported by 28 modules of the
+# client pipelines) does exactly this at import. The real module is exercised in tests/clients; here
+# a copy of its two statements shows the rule without its 48 dependencies.
+PREVIOUS_LOGGING = '''
+import inspect, logging
+from sys import stderr
+from loguru import logger
+
+logger.remove()
+logger.add(stderr, level="INFO")
+
+
+class InterceptHandler(logging.Handler):
+    def emit(self, record):
+        logger.opt(depth=6, exception=record.exc_info).log(record.levelname, record.getMessage())
+
+
+logging.basicConfig(handlers=[InterceptHandler()], level=0, force=True)
+'''
+
+LOG_BOTH_WAYS = """
+import logging
+from loguru import logger
+from dkist_processing_core import TaskBase
+
+class Noop(TaskBase):
+    def run(self):
+        logger.info("loguru-line")
+        logging.getLogger("client.module").info("stdlib-line")
+
+FIRST
+with Noop(recipe_run_id=1, workflow_name="W", workflow_version="1") as task:
+    task()
+SECOND
+"""
+
+
+@pytest.mark.parametrize(
+    "order",
+    ["previous-logging-first", "previous-logging-after-the-task-starts"],
+)
+def test_no_duplicate_lines_next_to_the_previous_products_logging(tmp_path, order):
+    (tmp_path / "dkist_service_configuration").mkdir()
+    (tmp_path / "dkist_service_configuration" / "__init__.py").write_text("")
+    write_module(tmp_path / "dkist_service_configuration", "logging", PREVIOUS_LOGGING)
+    importing = "import dkist_service_configuration.logging"
+    first, second = (importing, "") if order == "previous-logging-first" else ("", "")
+    code = LOG_BOTH_WAYS.replace("FIRST", first).replace("SECOND", second)
+    if order != "previous-logging-first":
+        # imported while the task is being set up (what TaskBase subclasses of the clients do)
+        code = code.replace('    def run(self):\n', f'    def run(self):\n        {importing}\n')
+    result = run_python(code, clean_environment(tmp_path))
+    assert result.returncode == 0, result.stderr
+    for line in ("loguru-line", "stdlib-line", "W.Noop complete"):
+        assert result.stderr.count(line) == 1, result.stderr

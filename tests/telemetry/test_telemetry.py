@@ -219,7 +219,7 @@ def test_spans_and_metrics_reach_the_receiver(otlp_receiver, tmp_path, tasks_mod
     assert root.resource["service.version"] == "9.8.7"
     assert root.resource["nomad.allocation.id"] == "alloc-1"
 
-    points = otlp_receiver.wait_for_metric("dkist-processing-test.meter.processing.tasks.executed")
+    points = otlp_receiver.wait_for_metric("dkist.processing.tasks.executed")
     assert {point.value for point in points} == {1}  # cumulative: one run
     assert points[0].attributes["task.name"] == "Noop"
     assert points[0].attributes["recipe.run.id"] == 42
@@ -249,7 +249,7 @@ def test_endpoints_from_the_service_mesh(otlp_receiver, tmp_path, tasks_module):
     result = run_task_process(tasks_module, "Noop", env, workflow_name="Mesh_Flow")
     assert result.returncode == 0, result.stderr
     _assert_task_span_tree(otlp_receiver, "Mesh_Flow.Noop")
-    otlp_receiver.wait_for_metric("unknown-service-name.meter.processing.tasks.executed")
+    otlp_receiver.wait_for_metric("dkist.processing.tasks.executed")
 
 
 def test_only_traces_configured_sends_no_metrics(otlp_receiver, tmp_path, tasks_module):
@@ -368,9 +368,9 @@ def test_disabled_instrumentations_stay_off(otlp_receiver, tmp_path, tasks_modul
     result = run_task_process(tasks_module, "TalksToServices", env, workflow_name="Bus_Flow")
     assert result.returncode == 0, result.stderr
     otlp_receiver.wait_for_spans(4)
-    otlp_receiver.wait_for_metric("dkist-processing-test.meter.processing.tasks.executed")
+    otlp_receiver.wait_for_metric("dkist.processing.tasks.executed")
     assert sorted(otlp_receiver.span_names()) == ["Bus_Flow.TalksToServices", "Post Run", "Pre Run", "Run"]
-    assert otlp_receiver.metric_names() == {"dkist-processing-test.meter.processing.tasks.executed"}
+    assert otlp_receiver.metric_names() == {"dkist.processing.tasks.executed"}
 
 
 HIDE_INSTRUMENTATION = """

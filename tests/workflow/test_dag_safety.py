@@ -207,10 +207,18 @@ def _script_env(tmp_path: Path, recipe_run_id: str) -> dict[str, str]:
 
 
 def _is_valid_id(raw: str) -> bool:
+    """The script's rule: int() of the text, or a whole-number float (the previous product took 42.0)."""
     try:
-        return int(raw.strip(), 10) >= 0
+        value = int(raw.strip(), 10)
     except ValueError:
-        return False
+        try:
+            number = float(raw.strip())
+        except ValueError:
+            return False
+        if not number.is_integer():
+            return False
+        value = int(number)
+    return 0 <= value < 2**63
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=SUPPRESS)
@@ -239,6 +247,22 @@ def test_script_refuses_a_bad_recipe_run_id_before_doing_anything(tmp_path, raw)
     assert not marker.exists()
     assert result.stdout == ""  # the check is the first thing the script does
     assert not list(tmp_path.iterdir())  # no venv, no temp dir
+
+
+@pytest.mark.parametrize(("raw", "normalised"), [(" 17 ", "17"), ("42.0", "42"), ("1e3", "1000"), ("007", "7")])
+def test_script_normalises_the_recipe_run_id_it_passes_on(tmp_path, raw, normalised):
+    result = subprocess.run(
+        ["bash", "-c", BASH_SCRIPT], env=_script_env(tmp_path, raw), capture_output=True, text=True, check=False
+    )
+    assert f"task Fetch of workflow w version 1, recipe run {normalised}\n" in result.stdout
+
+
+@pytest.mark.parametrize("raw", [str(2**63), "-0.5", "nan", "inf", "1e400"])
+def test_script_refuses_ids_out_of_range(tmp_path, raw):
+    result = subprocess.run(
+        ["bash", "-c", BASH_SCRIPT], env=_script_env(tmp_path, raw), capture_output=True, text=True, check=False
+    )
+    assert result.returncode == 2 and result.stdout == "", result.stderr
 
 
 def test_script_with_a_good_id_goes_on_and_cleans_up_after_a_failed_install(tmp_path):

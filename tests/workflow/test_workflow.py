@@ -222,7 +222,7 @@ def test_node_attributes(pipeline):
     assert node.pip_timeout == 15
     assert node.pip_retries == 5
     assert "_bash_task(task_id='Calibrate'" in node.operator_definition()
-    assert "task_class='Calibrate'" in node.notebook_cell_source()
+    assert "with Calibrate(recipe_run_id=recipe_run_id" in node.notebook_cell_source()
 
 
 def test_pip_settings_come_from_the_environment(pipeline, monkeypatch):

@@ -4,10 +4,22 @@ from __future__ import annotations
 
 import re
 
-__all__ = ["DEFAULT_BASE_IMAGE", "NOTEBOOK_FOLDER", "notebook_dockerfile", "validate_base_image"]
+__all__ = [
+    "BASE_IMAGE_PYTHONS",
+    "BASE_IMAGE_REPOSITORY",
+    "DEFAULT_BASE_IMAGE",
+    "NOTEBOOK_FOLDER",
+    "base_image_for",
+    "notebook_dockerfile",
+    "validate_base_image",
+]
 
-#: Jupyter's own minimal image with the Python minor version the product is built for.
-DEFAULT_BASE_IMAGE = "quay.io/jupyter/minimal-notebook:python-3.11"
+#: Jupyter's own minimal image; its tags ``python-3.X`` carry that Python.
+BASE_IMAGE_REPOSITORY = "quay.io/jupyter/minimal-notebook"
+#: Python minor versions with a ``python-3.X`` tag of that image, oldest first.
+BASE_IMAGE_PYTHONS = ("3.11", "3.12", "3.13")
+#: The image for a pipeline that states no Requires-Python.
+DEFAULT_BASE_IMAGE = f"{BASE_IMAGE_REPOSITORY}:python-{BASE_IMAGE_PYTHONS[0]}"
 #: Folder next to the Dockerfile (and inside the image, under the notebook user's home) with the notebooks.
 NOTEBOOK_FOLDER = "notebooks"
 
@@ -25,6 +37,33 @@ def validate_base_image(image: str) -> str:
             f"base image {image!r} is not a Docker image reference such as {DEFAULT_BASE_IMAGE!r}"
         )
     return image
+
+
+def base_image_for(requires_python: list[str | None]) -> str:
+    """The Jupyter image with the oldest Python that every ``Requires-Python`` given allows.
+
+    The DKIST pipelines require Python >= 3.13 today, so their image is ``python-3.13``. Raises
+    ValueError when no known tag fits (pass ``base_image`` / ``--base-image`` then).
+    """
+    from packaging.specifiers import InvalidSpecifier
+    from packaging.specifiers import SpecifierSet
+
+    specifiers = []
+    for text in requires_python:
+        if text:
+            try:
+                specifiers.append(SpecifierSet(text))
+            except InvalidSpecifier:
+                raise ValueError(f"Requires-Python {text!r} is not a version specifier") from None
+    for python in BASE_IMAGE_PYTHONS:
+        # Some patch release of that minor version is allowed (">3.13" allows 3.13.1).
+        if all(any(spec.contains(f"{python}.{patch}") for patch in (0, 99)) for spec in specifiers):
+            return f"{BASE_IMAGE_REPOSITORY}:python-{python}"
+    wanted = " and ".join(str(specifier) for specifier in specifiers)
+    raise ValueError(
+        f"no {BASE_IMAGE_REPOSITORY} tag python-{{{','.join(BASE_IMAGE_PYTHONS)}}} satisfies Requires-Python "
+        f"{wanted}; choose an image with --base-image"
+    )
 
 
 def notebook_dockerfile(

@@ -4,7 +4,8 @@ The files are first written into a staging folder next to the target (same paren
 file system), checked there, and only then moved in with ``os.rename``/``os.replace``. A failure
 before the move leaves the target as it was; the staging folder and any parent folders created
 for the target are removed again. Files in the target that the export does not write are never
-touched, and their presence is an error unless ``force`` is given.
+touched and never in the way: the export writes beside them, as the previous product did (a file
+of the same name is replaced). A filesystem root or a system folder is refused as a target.
 """
 
 from __future__ import annotations
@@ -18,20 +19,26 @@ from pathlib import Path
 
 __all__ = ["ExportTargetError", "StagedExport", "staged_export"]
 
-_FOREIGN_LISTED = 5
+# Folders an export must never write into (nor stage a folder next to): system locations.
+_SYSTEM_FOLDERS = frozenset(
+    Path(name)
+    for name in (
+        "/bin", "/boot", "/dev", "/etc", "/lib", "/lib32", "/lib64", "/proc", "/root", "/run",
+        "/sbin", "/sys", "/usr", "/var", "/home", "/tmp", "/opt", "/srv", "/mnt", "/media",
+    )
+)
 
 
 class ExportTargetError(ValueError):
-    """The export target cannot be used (not a folder, or it holds files the export does not own)."""
+    """The export target cannot be used (not a folder, a filesystem root or a system folder)."""
 
 
 class StagedExport:
     """A staging folder for files bound for ``target``; :meth:`commit` moves them in."""
 
-    def __init__(self, target: Path, staging: Path, force: bool) -> None:
+    def __init__(self, target: Path, staging: Path) -> None:
         self.target = target
         self.staging = staging
-        self.force = force
         self.committed: list[Path] = []
 
     def staged_files(self) -> list[Path]:
@@ -40,40 +47,8 @@ class StagedExport:
             path.relative_to(self.staging) for path in self.staging.rglob("*") if not path.is_dir()
         )
 
-    def check_target(self, expected: list[str] | None = None) -> None:
-        """Raise ExportTargetError if the target holds files this export does not write (unless forced).
-
-        ``expected`` (relative paths) lets the caller check before staging anything; by default the
-        staged files are what the export writes.
-        """
-        if self.force or not self.target.exists():
-            return
-        ours = (
-            {Path(name) for name in expected} if expected is not None else set(self.staged_files())
-        )
-        ours_dirs = {parent for path in ours for parent in path.parents}
-        foreign = sorted(
-            path.relative_to(self.target)
-            for path in self.target.rglob("*")
-            if path.relative_to(self.target) not in ours
-            and path.relative_to(self.target) not in ours_dirs
-        )
-        if foreign:
-            shown = ", ".join(str(path) for path in foreign[:_FOREIGN_LISTED])
-            more = (
-                f" and {len(foreign) - _FOREIGN_LISTED} more"
-                if len(foreign) > _FOREIGN_LISTED
-                else ""
-            )
-            raise ExportTargetError(
-                f"{self.target} holds {len(foreign)} file(s) this export does not write ({shown}{more}); "
-                "choose an empty or new folder, or pass --force (force=True) to write next to them "
-                "(they are left untouched)"
-            )
-
     def commit(self) -> list[Path]:
         """Move the staged files into the target; return their final paths."""
-        self.check_target()
         files = self.staged_files()
         if not self.target.exists():
             os.rename(self.staging, self.target)
@@ -91,6 +66,12 @@ class StagedExport:
 
 
 def _check_target(target: Path) -> None:
+    resolved = target.resolve()
+    if resolved.parent == resolved or resolved in _SYSTEM_FOLDERS or resolved == Path.home().resolve():
+        raise ExportTargetError(
+            f"{target} is a filesystem root, a system folder or the home folder; "
+            "export into a folder of its own (e.g. ./dags)"
+        )
     if target.exists() and not target.is_dir():
         raise ExportTargetError(
             f"{target} exists and is not a folder; choose a folder to export into"
@@ -109,7 +90,7 @@ def _create_folder(folder: Path) -> list[Path]:
 
 
 @contextlib.contextmanager
-def staged_export(target: str | os.PathLike[str], *, force: bool = False) -> Iterator[StagedExport]:
+def staged_export(target: str | os.PathLike[str]) -> Iterator[StagedExport]:
     """Yield a :class:`StagedExport` whose ``staging`` folder the caller fills.
 
     On a normal exit of the ``with`` block the staged files are committed into ``target`` (unless
@@ -122,7 +103,7 @@ def staged_export(target: str | os.PathLike[str], *, force: bool = False) -> Ite
     staging = target_path.parent / f".{target_path.name}.staging-{uuid.uuid4().hex[:12]}"
     try:
         staging.mkdir()  # honours the umask, unlike tempfile.mkdtemp's 0o700
-        export = StagedExport(target_path, staging, force)
+        export = StagedExport(target_path, staging)
         yield export
         if not export.committed:
             export.commit()

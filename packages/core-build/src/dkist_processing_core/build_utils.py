@@ -10,8 +10,8 @@ and turns them into artifacts:
   folder is written.
 - :func:`export_dags`, :func:`export_notebooks` and :func:`export_notebook_dockerfile` write into a
   target folder all at once or not at all: the files are staged next to the target, checked, and
-  moved in. Files already in the target that the export does not write are never touched; their
-  presence is an error unless ``force=True``.
+  moved in. Other files in the target are never touched (the export writes beside them, as the
+  previous product did); a file of the same name is replaced.
 
 ``package`` is the module object (``import my_pipeline.workflows``) or its dotted name.
 """
@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING
 
 from dkist_processing_core._dockerfile import DEFAULT_BASE_IMAGE
 from dkist_processing_core._dockerfile import NOTEBOOK_FOLDER
+from dkist_processing_core._dockerfile import base_image_for
 from dkist_processing_core._dockerfile import notebook_dockerfile
 from dkist_processing_core._export_target import ExportTargetError
 from dkist_processing_core._export_target import staged_export
@@ -333,7 +334,7 @@ def validate_workflows(
     exported DAG files must load in an Airflow ``DagBag`` as the same graph. Raises
     :class:`WorkflowValidationError` listing every problem found. The files are written to a
     temporary folder that is removed afterwards; with ``export_path`` the validated files are
-    also written there (like :func:`export_dags` with ``force=True``).
+    also written there (like :func:`export_dags`).
     """
     name, found, problems = _discover(workflow_package)
     healthy, workflow_problems = _workflow_problems(found)
@@ -352,7 +353,7 @@ def validate_workflows(
         if problems:
             raise WorkflowValidationError(name, problems)
         if export_path is not None:
-            with staged_export(export_path, force=True) as staged:
+            with staged_export(export_path) as staged:
                 for file_name in exported:
                     shutil.copy2(Path(folder) / file_name, staged.staging / file_name)
     return [item.workflow for item in found]
@@ -381,7 +382,6 @@ def export_dags(
     workflow_package: PackageLike,
     path: str | Path,
     *,
-    force: bool = False,
     validate: bool = True,
     progress: Progress | None = None,
 ) -> list[Path]:
@@ -389,11 +389,10 @@ def export_dags(
 
     The workflows are checked first and, with ``validate`` (default), the files are loaded in an
     Airflow ``DagBag`` before they reach ``path``. See the module docstring for how ``path`` is
-    written and when ``force`` is needed.
+    written.
     """
     name, found = _checked_workflows(workflow_package)
-    with staged_export(path, force=force) as staged:
-        staged.check_target([f"{item.workflow.dag_name}.py" for item in found])
+    with staged_export(path) as staged:
         exported: dict[str, _Found] = {}
         problems: list[Problem] = []
         for number, item in enumerate(found, start=1):
@@ -417,13 +416,11 @@ def export_notebooks(
     workflow_package: PackageLike,
     path: str | Path,
     *,
-    force: bool = False,
     progress: Progress | None = None,
 ) -> list[Path]:
     """Write the notebook (``{dag_id}.ipynb``) of every workflow into folder ``path``; return the files."""
     name, found = _checked_workflows(workflow_package)
-    with staged_export(path, force=force) as staged:
-        staged.check_target([f"{item.workflow.dag_name}.ipynb" for item in found])
+    with staged_export(path) as staged:
         written = _stage_notebooks(name, found, staged.staging, progress)
         staged.commit()
     return [staged.target / path.name for path in written]
@@ -464,17 +461,26 @@ def _pinned(distribution: str, extras: str) -> str:
         ) from None
 
 
+def _requires_python(distribution_name: str) -> str | None:
+    from importlib.metadata import metadata
+
+    try:
+        return metadata(distribution_name).get("Requires-Python")
+    except PackageNotFoundError:
+        return None
+
+
 def export_notebook_dockerfile(
     workflow_package: PackageLike,
     path: str | Path,
     *,
-    force: bool = False,
-    base_image: str = DEFAULT_BASE_IMAGE,
+    base_image: str | None = None,
     progress: Progress | None = None,
 ) -> Path:
     """Write a Jupyter image definition into folder ``path``: ``Dockerfile`` and ``notebooks/``.
 
-    The image starts from ``base_image``, installs the pipeline distribution(s) at their installed
+    The image starts from ``base_image`` (default: the Jupyter image with the oldest Python the
+    pipeline's ``Requires-Python`` allows), installs the pipeline distribution(s) at their installed
     versions (with the ``frozen`` extra) and ``dkist-processing-core-task[notebook]``, copies the
     notebooks and sets ``IS_NOTEBOOK_EXECUTION_ENVIRONMENT=true``. Returns the Dockerfile's path.
     """
@@ -484,13 +490,15 @@ def export_notebook_dockerfile(
     distributions = list(dict.fromkeys(item.workflow.distribution for item in found))
     requirements = [_pinned(distribution, "frozen") for distribution in distributions]
     requirements.append(_pinned("dkist-processing-core-task", "notebook"))
+    if base_image is None:
+        try:
+            base_image = base_image_for([_requires_python(distribution) for distribution in distributions])
+        except ValueError as error:
+            raise WorkflowValidationError(name, [Problem("no base image", name, str(error))]) from None
     text = notebook_dockerfile(
         requirements, generator=f"dkist-processing-core-build {__version__}", base_image=base_image
     )
-    with staged_export(path, force=force) as staged:
-        staged.check_target(
-            ["Dockerfile", *(f"{NOTEBOOK_FOLDER}/{item.workflow.dag_name}.ipynb" for item in found)]
-        )
+    with staged_export(path) as staged:
         _stage_notebooks(name, found, staged.staging / NOTEBOOK_FOLDER, progress)
         (staged.staging / "Dockerfile").write_text(text, encoding="utf-8")
         _report(progress, "Dockerfile")

@@ -119,7 +119,6 @@ def _cmd_export_dags(args: argparse.Namespace) -> int:
     paths = export_dags(
         args.package,
         args.target,
-        force=args.force,
         validate=not args.no_validate,
         progress=_progress("export-dags"),
     )
@@ -130,9 +129,7 @@ def _cmd_export_dags(args: argparse.Namespace) -> int:
 def _cmd_export_notebooks(args: argparse.Namespace) -> int:
     from dkist_processing_core.build_utils import export_notebooks
 
-    paths = export_notebooks(
-        args.package, args.target, force=args.force, progress=_progress("export-notebooks")
-    )
+    paths = export_notebooks(args.package, args.target, progress=_progress("export-notebooks"))
     _print_written(paths, "notebook(s)", args.target)
     return EXIT_OK
 
@@ -140,16 +137,16 @@ def _cmd_export_notebooks(args: argparse.Namespace) -> int:
 def _cmd_export_dockerfile(args: argparse.Namespace) -> int:
     from dkist_processing_core.build_utils import export_notebook_dockerfile
 
-    try:
-        from dkist_processing_core._dockerfile import validate_base_image
+    if args.base_image is not None:
+        try:
+            from dkist_processing_core._dockerfile import validate_base_image
 
-        validate_base_image(args.base_image)
-    except ValueError as error:
-        raise UsageError(str(error)) from None
+            validate_base_image(args.base_image)
+        except ValueError as error:
+            raise UsageError(str(error)) from None
     path = export_notebook_dockerfile(
         args.package,
         args.target,
-        force=args.force,
         base_image=args.base_image,
         progress=_progress("export-dockerfile"),
     )
@@ -284,7 +281,7 @@ def build_parser() -> argparse.ArgumentParser:
     def export_command(
         name: str, help_text: str, description: str, default_target: str
     ) -> argparse.ArgumentParser:
-        """A subcommand that writes into a TARGET folder: PACKAGE [TARGET] [--force]."""
+        """A subcommand that writes into a TARGET folder: PACKAGE [TARGET]."""
         sub = command(name, help_text, description)
         sub.add_argument("package", metavar="PACKAGE", help=package_help)
         sub.add_argument(
@@ -293,12 +290,7 @@ def build_parser() -> argparse.ArgumentParser:
             nargs="?",
             type=Path,
             default=Path(default_target),
-            help=f"folder to write into (default: {default_target})",
-        )
-        sub.add_argument(
-            "--force",
-            action="store_true",
-            help="write into TARGET even if it holds other files (they are left untouched)",
+            help=f"folder to write into (default: {default_target}); other files there are left untouched",
         )
         return sub
 
@@ -322,8 +314,6 @@ def build_parser() -> argparse.ArgumentParser:
     )
     export_notebooks.set_defaults(handler=_cmd_export_notebooks)
 
-    from dkist_processing_core._dockerfile import DEFAULT_BASE_IMAGE
-
     export_dockerfile = export_command(
         "export-dockerfile",
         "write a Jupyter image definition serving the notebooks",
@@ -333,8 +323,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     export_dockerfile.add_argument(
         "--base-image",
-        default=DEFAULT_BASE_IMAGE,
-        help=f"Jupyter base image (default: {DEFAULT_BASE_IMAGE})",
+        default=None,
+        help="Jupyter base image (default: quay.io/jupyter/minimal-notebook with the lowest Python "
+        "minor version the pipeline's Requires-Python allows, e.g. python-3.13)",
     )
     export_dockerfile.set_defaults(handler=_cmd_export_dockerfile)
 
@@ -473,6 +464,13 @@ def _message(error: BaseException) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the console script; returns the exit status."""
+    from dkist_processing_core._ownership import check_package_is_ours
+
+    try:
+        check_package_is_ours()
+    except ImportError as error:
+        _stderr(f"{PROG}: {error}")
+        return EXIT_USAGE
     parser = build_parser()
     args = parser.parse_args(argv)
     handler = getattr(args, "handler", None)

@@ -4,6 +4,9 @@ This file belongs to the ``dkist-processing-core-task`` distribution alone. The 
 (telemetry, workflow, build) put their modules into the same ``dkist_processing_core`` folder (or,
 in editable installs, into folders of their own that ``extend_path`` merges in). Public names load
 on first access so that ``from dkist_processing_core import TaskBase`` stays cheap on a worker.
+
+Importing the package fails with one clear message where the previous single-distribution product
+(``dkist-processing-core`` < 8) is installed in the same place (see ``_ownership``).
 """
 
 from __future__ import annotations
@@ -14,6 +17,21 @@ from typing import TYPE_CHECKING
 from typing import Any
 
 __path__ = pkgutil.extend_path(__path__, __name__)
+
+#: Tells our entry points that this __init__ is the split core's (see _ownership).
+_DKIST_SPLIT_CORE = True
+
+
+def _refuse_previous_core_beside_us() -> None:
+    from dkist_processing_core._ownership import conflict_message
+    from dkist_processing_core._ownership import previous_core_next_to
+
+    found = previous_core_next_to(__path__)
+    if found is not None:
+        raise ImportError(conflict_message(*found), name=__name__)
+
+
+_refuse_previous_core_beside_us()
 
 if TYPE_CHECKING:
     from dkist_processing_core.node import Node

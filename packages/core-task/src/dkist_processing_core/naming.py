@@ -15,6 +15,7 @@ __all__ = [
     "dag_name",
     "validate_name_part",
     "workflow_name",
+    "workflow_name_from_details",
 ]
 
 MAX_WORKFLOW_NAME_LENGTH = 100
@@ -78,6 +79,13 @@ def workflow_name(
             parts.append(validate_name_part(detail, "detail"))
     name = "_".join(parts)
     return validate_name_part(name, "workflow name", MAX_WORKFLOW_NAME_LENGTH)
+
+
+def workflow_name_from_details(
+    input_data: str, output_data: str, category: str, detail: str | None = None
+) -> str:
+    """``{input_data}_to_{output_data}_{category}[_{detail}]``: the previous product's name for the data form."""
+    return workflow_name(input_data, output_data, category, detail)
 
 
 def dag_name(workflow_name: str, workflow_version: str) -> str:

@@ -7,6 +7,9 @@ a value such as ``"1; rm -rf /"`` is refused with exit status 2 before any pipel
 
 Exit status: 0 the task succeeded, 1 the task raised, 2 the invocation was wrong (bad recipe run
 id, invalid configuration variable, task not importable or not a TaskBase subclass).
+
+The task runs exactly as the previous product's worker ran it, ``with Task(...) as task: task()``;
+``rollback()`` is a manual operation and is never called here.
 """
 
 from __future__ import annotations
@@ -32,21 +35,15 @@ class InvocationError(ValueError):
 
 
 def parse_recipe_run_id(raw: object) -> int:
-    """Parse a recipe run id given as text or int; it must be a non-negative integer."""
-    if isinstance(raw, bool):
-        raise InvocationError(f"recipe run id must be a non-negative integer, got {raw!r}")
-    if isinstance(raw, int):
-        value = raw
-    elif isinstance(raw, str):
-        try:
-            value = int(raw.strip(), 10)
-        except ValueError:
-            raise InvocationError(f"recipe run id must be a non-negative integer, got {raw!r}") from None
-    else:
-        raise InvocationError(f"recipe run id must be a non-negative integer, got {raw!r}")
-    if value < 0:
-        raise InvocationError(f"recipe run id must be a non-negative integer, got {raw!r}")
-    return value
+    """Parse a recipe run id given as text or a number (the rule of ``TaskBase``)."""
+    from dkist_processing_core.task import parse_recipe_run_id as parse
+
+    try:
+        return parse(raw.strip() if isinstance(raw, str) else raw)
+    except ValueError:
+        raise InvocationError(
+            f"recipe run id must be a non-negative integer below 2**63, got {raw!r}"
+        ) from None
 
 
 def load_task_class(module_name: str, class_name: str) -> type[TaskBase]:
@@ -70,21 +67,33 @@ def run_task(
     workflow_name: str,
     workflow_version: str,
 ) -> None:
-    """Run one task in this process: pre_run, run, post_run; rollback and re-raise on failure."""
+    """Run one task in this process: pre_run, run, post_run; an exception propagates unchanged."""
     cls = load_task_class(task_module, task_class)
     _run(cls, parse_recipe_run_id(recipe_run_id), workflow_name, workflow_version)
 
 
-def _run(cls: type[TaskBase], recipe_run_id: int, workflow_name: str, workflow_version: str) -> None:
+def _run(
+    cls: type[TaskBase],
+    recipe_run_id: int,
+    workflow_name: str,
+    workflow_version: str,
+    task_errors: list[BaseException] | None = None,
+) -> None:
+    """``with cls(...) as task: task()``; the task's own exception is appended to ``task_errors``.
+
+    The caller needs it because an exception raised by a subclass's ``__exit__`` replaces it.
+    """
     with cls(recipe_run_id=recipe_run_id, workflow_name=workflow_name, workflow_version=workflow_version) as task:
         try:
             task()
-        except BaseException:
-            try:
-                task.rollback()
-            except Exception:
-                logging.getLogger(__name__).exception("rollback of task %s failed", cls.__name__)
+        except BaseException as error:
+            if task_errors is not None:
+                task_errors.append(error)
             raise
+
+
+def _describe(error: BaseException) -> str:
+    return f"{type(error).__name__}: {error}"
 
 
 def _check_configuration() -> None:
@@ -117,6 +126,13 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    from dkist_processing_core._ownership import check_package_is_ours
+
+    try:
+        check_package_is_ours()
+    except ImportError as error:
+        print(f"dkist-processing-core: {error}", file=sys.stderr)
+        return 2
     raw_id = args.recipe_run_id if args.recipe_run_id is not None else os.environ.get(RECIPE_RUN_ID_VARIABLE)
     try:
         if raw_id is None:
@@ -127,18 +143,22 @@ def main(argv: list[str] | None = None) -> int:
     except InvocationError as error:
         print(f"dkist-processing-core: {error}", file=sys.stderr)
         return 2
+    task_errors: list[BaseException] = []
     try:
-        _run(cls, recipe_run_id, args.workflow_name, args.workflow_version)
-    except Exception as error:
-        traceback.print_exc()
-        print(f"dkist-processing-core: task {args.task} failed: {type(error).__name__}: {error}", file=sys.stderr)
-        return 1
-    except SystemExit as error:  # the task was rolled back: its work did not finish
-        print(
-            f"dkist-processing-core: task {args.task} called sys.exit({error.code!r}); "
-            "a task signals failure by raising an exception",
-            file=sys.stderr,
-        )
+        _run(cls, recipe_run_id, args.workflow_name, args.workflow_version, task_errors)
+    except (Exception, SystemExit) as error:
+        task_error = task_errors[0] if task_errors else error
+        if not isinstance(task_error, SystemExit):
+            traceback.print_exc()
+        if isinstance(task_error, SystemExit):
+            message = (
+                f"called sys.exit({task_error.code!r}); a task signals failure by raising an exception"
+            )
+        else:
+            message = f"failed: {_describe(task_error)}"
+        if task_error is not error:
+            message += f" (and leaving the task then raised {_describe(error)})"
+        print(f"dkist-processing-core: task {args.task} {message}", file=sys.stderr)
         return 1
     return 0
 

@@ -35,31 +35,39 @@ if TYPE_CHECKING:
     from opentelemetry.trace import Tracer
     from opentelemetry.util.types import Attributes
 
-__all__ = ["TASK_EXECUTION_COUNTER", "TRACER_NAME", "TaskBase", "apply_file_descriptor_limit", "meter_name"]
+__all__ = [
+    "MAX_RECIPE_RUN_ID",
+    "METER_NAME",
+    "TASK_EXECUTION_COUNTER",
+    "TRACER_NAME",
+    "TaskBase",
+    "apply_file_descriptor_limit",
+    "parse_recipe_run_id",
+]
 
 TRACER_NAME = "dkist_processing_core"
 """Instrumentation scope of the spans of every task."""
 TASK_EXECUTION_COUNTER = "tasks.executed"
-"""Counter incremented once per task run, exported as ``<meter name>.processing.tasks.executed``."""
+"""Counter incremented once per task run, exported as ``dkist.processing.tasks.executed``."""
 
 _fd_limit_lock = threading.Lock()
 _fd_limit_applied = False
 
 
-def meter_name(service_name: str) -> str:
-    """Name of the meter of every task: ``"{OTEL_SERVICE_NAME}.meter"``, as in the previous product.
+METER_NAME = "dkist"
+"""Name of the meter of every task, as in the previous product: metric names built with
+:meth:`TaskBase.format_metric_name` are ``dkist.processing.<name>``, what dashboards query."""
 
-    Metric names built with :meth:`TaskBase.format_metric_name` therefore stay what dashboards
-    already query, e.g. ``my-pipeline.meter.processing.tasks.executed``.
-    """
-    return f"{service_name}.meter"
+#: Recipe run ids are OpenTelemetry int attributes, which are signed 64-bit.
+MAX_RECIPE_RUN_ID = 2**63 - 1
 
 
 def apply_file_descriptor_limit(wanted: int) -> int | None:
-    """Set the soft ``RLIMIT_NOFILE`` of this process to ``wanted``, never above the hard limit.
+    """Raise the soft ``RLIMIT_NOFILE`` of this process to ``wanted`` if it is lower.
 
-    Returns the soft limit now in force (None where the platform has no such limit). The outcome
-    is logged once per process.
+    Never above the hard limit and never lowered: instrument tasks open many files, and a worker
+    may already grant more than ``MAX_FILE_DESCRIPTORS``. Returns the soft limit now in force (None
+    where the platform has no such limit). The outcome is logged once per process.
     """
     global _fd_limit_applied
     try:
@@ -67,39 +75,59 @@ def apply_file_descriptor_limit(wanted: int) -> int | None:
     except ImportError:  # pragma: no cover - not POSIX
         return None
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    target = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
+    ceiling = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
+    unlimited = soft == resource.RLIM_INFINITY
+    target = soft if unlimited or soft >= ceiling else ceiling
     with _fd_limit_lock:
         if target != soft:
-            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+            try:
+                resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+            except (ValueError, OSError) as error:
+                raise OSError(
+                    f"cannot raise the soft limit of open files to MAX_FILE_DESCRIPTORS={wanted}: {error}"
+                ) from None
         if not _fd_limit_applied:
             _fd_limit_applied = True
             from loguru import logger
 
             hard_text = "unlimited" if hard == resource.RLIM_INFINITY else str(hard)
-            if target < wanted:
-                logger.warning(
-                    "MAX_FILE_DESCRIPTORS={} is above the hard limit {}; soft limit of open files set to {}",
+            soft_text = "unlimited" if unlimited else str(soft)
+            if target == soft:
+                logger.info(
+                    "soft limit of open files kept at {} (MAX_FILE_DESCRIPTORS={}, hard limit {})",
+                    soft_text,
                     wanted,
                     hard_text,
+                )
+            elif target < wanted:
+                logger.warning(
+                    "MAX_FILE_DESCRIPTORS={} is above the hard limit {}; soft limit of open files raised from {} to {}",
+                    wanted,
+                    hard_text,
+                    soft_text,
                     target,
                 )
             else:
-                logger.info("soft limit of open files set to {} (was {}, hard limit {})", target, soft, hard_text)
+                logger.info("soft limit of open files raised to {} (was {}, hard limit {})", target, soft_text, hard_text)
     return target
 
 
-def _recipe_run_id(value: object) -> int:
-    if isinstance(value, bool) or isinstance(value, str | bytes):
-        raise TypeError(
-            f"recipe_run_id must be an int, got {type(value).__name__} {value!r}"
-            + ("; parse text with dkist_processing_core.run_task.parse_recipe_run_id" if isinstance(value, str) else "")
-        )
+def parse_recipe_run_id(value: object) -> int:
+    """``int(value)`` for an int, a whole-number float or an integer string, as the previous product did.
+
+    Refused with ValueError (naming the value): bool, negative numbers, non-whole floats, text that
+    ``int()`` does not read, and ids beyond a signed 64-bit integer (telemetry attributes are int64).
+    """
+    if isinstance(value, bool):
+        raise ValueError(f"recipe_run_id must be a non-negative integer, got {value!r}")
+    if isinstance(value, float) and not value.is_integer():
+        raise ValueError(f"recipe_run_id must be a whole number, got {value!r}")
     try:
-        number = operator.index(value)  # int and integer types such as numpy.int64, not float
-    except TypeError:
-        raise TypeError(f"recipe_run_id must be an int, got {type(value).__name__} {value!r}") from None
-    if number < 0:
-        raise ValueError(f"recipe_run_id must be a non-negative int, got {number}")
+        number = int(value)  # type: ignore[call-overload]
+    except (TypeError, ValueError, OverflowError):
+        raise ValueError(f"recipe_run_id must be a non-negative integer, got {value!r}") from None
+    if not 0 <= number <= MAX_RECIPE_RUN_ID:
+        raise ValueError(f"recipe_run_id must be between 0 and {MAX_RECIPE_RUN_ID}, got {number}")
     return number
 
 
@@ -114,13 +142,15 @@ class TaskBase(ABC):
 
     ``__call__`` runs :meth:`pre_run`, :meth:`run` and :meth:`post_run` inside a root span
     ``"{workflow_name}.{task_name}"`` with child spans ``Pre Run``, ``Run`` and ``Post Run``. An
-    exception is recorded on the spans (status ERROR) and re-raised unchanged; the runner then calls
-    :meth:`rollback`. Use the task as a context manager: leaving it flushes telemetry.
+    exception is recorded on the spans (status ERROR) and re-raised unchanged. :meth:`rollback` is
+    never called for you: it is a manual step (the notebook cell has a commented ``t.rollback()``).
+    Use the task as a context manager: leaving it flushes telemetry.
 
     Parameters
     ----------
     recipe_run_id
-        Id of the recipe run this task is part of (a non-negative int).
+        Id of the recipe run this task is part of: ``int(recipe_run_id)`` of an int, a whole-number
+        float or an integer string, at least 0.
     workflow_name
         Name of the workflow this task belongs to.
     workflow_version
@@ -136,7 +166,7 @@ class TaskBase(ABC):
     """Seconds Airflow waits before a retry."""
 
     def __init__(self, recipe_run_id: int, workflow_name: str, workflow_version: str) -> None:
-        self.recipe_run_id: int = _recipe_run_id(recipe_run_id)
+        self.recipe_run_id: int = parse_recipe_run_id(recipe_run_id)
         self.workflow_name: str = _text(workflow_name, "workflow_name")
         self.workflow_version: str = _text(workflow_version, "workflow_version")
         self.task_name: str = type(self).__name__
@@ -147,7 +177,6 @@ class TaskBase(ABC):
         configure_logging()
         configuration = core_configuration()
         apply_file_descriptor_limit(configuration.max_file_descriptors)
-        self._meter_name = meter_name(configuration.otel_service_name)
         self._tracer: Tracer | None = None
         self._meter: Meter | None = None
 
@@ -184,15 +213,15 @@ class TaskBase(ABC):
 
     @property
     def meter(self) -> Meter:
-        """Meter ``"{OTEL_SERVICE_NAME}.meter"`` of this process's meter provider."""
+        """Meter ``"dkist"`` of this process's meter provider."""
         if self._meter is None:
             from dkist_processing_core.telemetry import get_meter
 
-            self._meter = get_meter(self._meter_name)
+            self._meter = get_meter(METER_NAME)
         return self._meter
 
     def format_metric_name(self, name: str) -> str:
-        """``"{meter name}.processing.{name}"``, e.g. ``my-service.meter.processing.tasks.executed``."""
+        """``"{meter name}.processing.{name}"``, e.g. ``dkist.processing.tasks.executed``."""
         return f"{self.meter.name}.processing.{name}"
 
     @contextmanager
@@ -245,9 +274,11 @@ class TaskBase(ABC):
         """Runs after :meth:`run`, in the span ``Post Run``. Does nothing unless overridden."""
 
     def rollback(self) -> None:  # noqa: B027 - an optional hook
-        """Undo what a failed run left in persistent stores. Called by the runner after a failure.
+        """Undo what a run left in persistent stores. Does nothing unless overridden.
 
-        Does nothing unless overridden.
+        A manual operation, as in the previous product: workers, the local runner and notebooks never
+        call it on their own (for ``dkist-processing-common`` tasks it deletes scratch files and
+        resets the recipe run, which would hide the failure from operators).
         """
 
     # -- running ---------------------------------------------------------------------------------

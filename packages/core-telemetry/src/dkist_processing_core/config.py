@@ -18,72 +18,54 @@ from pathlib import Path
 from typing import Annotated
 from typing import Any
 
+from dkist_processing_core._config_compat import PreviousProductSurface
+from dkist_processing_core._masking import SECRET_MASK
+from dkist_processing_core._masking import MaskedRepr
+from dkist_processing_core._masking import is_secret_field
+from dkist_processing_core._masking import masked
+from dkist_processing_core._settings_models import DEFAULT_MESH_SERVICE
+from dkist_processing_core._settings_models import MeshService
+from dkist_processing_core._settings_models import RetryConfig
 from dkist_processing_core.isb_outbox import default_isb_outbox_dir
-from pydantic import BaseModel
 from pydantic import Field
 from pydantic import ValidationError
 from pydantic import field_validator
-from pydantic import model_validator
 from pydantic_settings import BaseSettings
 from pydantic_settings import NoDecode
 from pydantic_settings import SettingsConfigDict
 from pydantic_settings import SettingsError
 
 __all__ = [
+    "DEFAULT_MESH_SERVICE",
     "ConfigurationError",
     "DKISTProcessingCoreConfiguration",
     "MeshService",
+    "MAX_FILE_DESCRIPTORS_LIMIT",
+    "MAX_ISB_PUBLISH_TIMEOUT",
     "RetryConfig",
     "SECRET_MASK",
     "core_configuration",
+    "reset_core_configuration",
     "default_isb_outbox_dir",
     "is_secret_field",
 ]
 
-SECRET_MASK = "**********"
-_SECRET_MARKERS = ("pass", "secret", "token")
 _LOG_LEVELS = ("TRACE", "DEBUG", "INFO", "SUCCESS", "WARNING", "ERROR", "CRITICAL")
 _QUEUE_TYPES = ("classic", "quorum", "stream")
 _ENDPOINT = re.compile(r"(?:https?://)?(?P<host>\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._-]+)(?::(?P<port>[0-9]{1,5}))?/?")
 
 
-def is_secret_field(name: str) -> bool:
-    """True for field names that hold a secret (contain pass, secret or token)."""
-    lowered = name.lower()
-    return any(marker in lowered for marker in _SECRET_MARKERS)
+#: Linux's default ``fs.nr_open``: no process can have more open files than this.
+MAX_FILE_DESCRIPTORS_LIMIT = 1_048_576
+#: Upper bound of ``ISB_PUBLISH_TIMEOUT``: a failure callback must not hold an Airflow worker longer.
+MAX_ISB_PUBLISH_TIMEOUT = 3600.0
 
 
 class ConfigurationError(ValueError):
     """An environment variable holds a value that cannot be used."""
 
 
-class MeshService(BaseModel):
-    """Location of a service on the service mesh."""
-
-    mesh_address: str = Field(min_length=1, description="Host name or address of the service")
-    mesh_port: int = Field(ge=1, le=65535, description="TCP port of the service")
-
-
-class RetryConfig(BaseModel):
-    """Retry policy: delay, exponential backoff, jitter and limits."""
-
-    retry_delay: float = Field(default=1.0, ge=0, description="Seconds before the first retry")
-    retry_backoff: float = Field(default=2.0, ge=1, description="Multiplier of the delay after each retry")
-    retry_jitter: tuple[float, float] = Field(
-        default=(0.0, 1.0), description="Range of random seconds added to each delay"
-    )
-    retry_max_delay: float = Field(default=30.0, ge=0, description="Upper bound of one delay in seconds")
-    retry_tries: int = Field(default=-1, ge=-1, description="Attempts in all; -1 means until the time bound")
-
-    @model_validator(mode="after")
-    def _jitter_is_a_range(self) -> RetryConfig:
-        low, high = self.retry_jitter
-        if low < 0 or high < low:
-            raise ValueError("retry_jitter must be [low, high] with 0 <= low <= high")
-        return self
-
-
-class DKISTProcessingCoreConfiguration(BaseSettings):
+class DKISTProcessingCoreConfiguration(PreviousProductSurface, BaseSettings):
     """Settings of the processing core; every field is read from its upper-case environment variable."""
 
     model_config = SettingsConfigDict(
@@ -171,17 +153,24 @@ class DKISTProcessingCoreConfiguration(BaseSettings):
     )
     build_version: str = Field(default="dev", pattern=r"^[A-Za-z0-9._-]+$", description="Fallback build version for workflow tasks.")
     max_file_descriptors: int = Field(
-        default=1024, ge=1, description="Maximum number of file descriptors to allow the process."
+        default=1024,
+        ge=1,
+        le=MAX_FILE_DESCRIPTORS_LIMIT,
+        description="Maximum number of file descriptors to allow the process.",
     )
     # Fields beyond the seed's table (documented in docs/decisions.md).
-    pip_timeout: int = Field(default=15, ge=1, description="Seconds pip waits on the index per request when a node installs its pipeline.")
-    pip_retries: int = Field(default=5, ge=0, description="Retries of pip when a node installs its pipeline.")
+    pip_timeout: int = Field(
+        default=15, ge=1, le=3600, description="Seconds pip waits on the index per request when a node installs its pipeline."
+    )
+    pip_retries: int = Field(default=5, ge=0, le=100, description="Retries of pip when a node installs its pipeline.")
     is_notebook_execution_environment: bool = Field(
         default=False, description="True inside the Jupyter environment that runs exported notebooks."
     )
     isb_publish_timeout: float = Field(
         default=30.0,
         gt=0,
+        le=MAX_ISB_PUBLISH_TIMEOUT,
+        allow_inf_nan=False,
         description="Upper bound in seconds for one failure report to reach the interservice-bus before it is kept in the outbox.",
     )
     isb_outbox_dir: Path = Field(
@@ -287,13 +276,6 @@ class DKISTProcessingCoreConfiguration(BaseSettings):
             return os.cpu_count() or 1
 
     @property
-    def isb_mesh_service(self) -> MeshService:
-        """The interservice bus from ``MESH_CONFIG['interservice-bus']``, default 127.0.0.1:5672."""
-        return self.mesh_config.get(
-            "interservice-bus", MeshService(mesh_address="127.0.0.1", mesh_port=5672)
-        )
-
-    @property
     def otlp_traces_endpoint(self) -> str | None:
         """Endpoint for spans: the env variable, else ``MESH_CONFIG['otlp-traces-endpoint']``."""
         return self.otel_exporter_otlp_traces_endpoint or self._mesh_endpoint("otlp-traces-endpoint")
@@ -311,50 +293,11 @@ class DKISTProcessingCoreConfiguration(BaseSettings):
 
     def masked_dump(self) -> dict[str, Any]:
         """All settings as JSON-ready values, with secrets (at any depth) replaced by a mask."""
-        return _masked(self, self.model_dump(mode="json"))
+        return masked(self, self.model_dump(mode="json"))
 
     def __repr_args__(self):  # type: ignore[no-untyped-def]
         for name, value in super().__repr_args__():
-            yield name, SECRET_MASK if name and is_secret_field(name) else _MaskedRepr.wrap(value)
-
-
-def _masked(value: Any, dumped: Any) -> Any:
-    """``dumped`` (the dump of ``value``) with the secret fields of every model in it masked."""
-    if isinstance(value, BaseModel) and isinstance(dumped, dict):
-        return {
-            name: SECRET_MASK if is_secret_field(name) else _masked(getattr(value, name, None), item)
-            for name, item in dumped.items()
-        }
-    if isinstance(value, dict) and isinstance(dumped, dict) and len(value) == len(dumped):
-        return {key: _masked(item, dumped[key]) for key, item in zip(dumped, value.values(), strict=True)}
-    if isinstance(value, list | tuple) and isinstance(dumped, list) and len(value) == len(dumped):
-        return [_masked(item, dumped_item) for item, dumped_item in zip(value, dumped, strict=True)]
-    return dumped
-
-
-class _MaskedRepr:
-    """Repr of a value holding models (a client's nested settings) with their secret fields masked."""
-
-    def __init__(self, value: Any) -> None:
-        self.value = value
-
-    @classmethod
-    def wrap(cls, value: Any) -> Any:
-        return cls(value) if isinstance(value, BaseModel | dict | list | tuple) else value
-
-    def __repr__(self) -> str:
-        value = self.value
-        if isinstance(value, BaseModel):
-            fields = ", ".join(
-                f"{name}={SECRET_MASK if is_secret_field(name) else _MaskedRepr.wrap(getattr(value, name))!r}"
-                for name, info in type(value).model_fields.items()
-                if info.repr
-            )
-            return f"{type(value).__name__}({fields})"
-        if isinstance(value, dict):
-            return "{" + ", ".join(f"{key!r}: {_MaskedRepr.wrap(item)!r}" for key, item in value.items()) + "}"
-        items = ", ".join(repr(_MaskedRepr.wrap(item)) for item in value)
-        return f"[{items}]" if isinstance(value, list) else f"({items}{',' if len(value) == 1 else ''})"
+            yield name, SECRET_MASK if name and is_secret_field(name) else MaskedRepr.wrap(value)
 
 
 def _describe(error: ValidationError) -> str:
@@ -384,3 +327,16 @@ def core_configuration() -> DKISTProcessingCoreConfiguration:
     if _core_configuration is None:
         _core_configuration = DKISTProcessingCoreConfiguration()
     return _core_configuration
+
+
+def reset_core_configuration() -> None:
+    """Forget the configuration read by :func:`core_configuration` (tests change the environment)."""
+    global _core_configuration
+    _core_configuration = None
+
+
+def __getattr__(name: str) -> Any:
+    # The previous product created this at import; here it is read on first use.
+    if name == "core_configurations":
+        return core_configuration()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -151,8 +151,8 @@ class IsbTarget:
             configuration = core_configuration()
         service = configuration.isb_mesh_service
         target = cls(
-            host=service.mesh_address,
-            port=service.mesh_port,
+            host=service.host,
+            port=service.port,
             username=configuration.isb_username,
             password=configuration.isb_password,
             exchange=configuration.isb_exchange,

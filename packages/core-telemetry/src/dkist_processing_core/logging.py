@@ -4,6 +4,12 @@ Nothing happens at import. :func:`configure_logging` is called by ``TaskBase`` w
 constructed (and may be called by any entry point); calling it again is cheap and adds no second
 sink. Records of stdlib loggers (pika, grpc, opentelemetry, client libraries) reach loguru through
 :class:`InterceptHandler`, so one level and one format govern everything a task writes.
+
+Client pipelines also import ``dkist_service_configuration.logging`` (the previous product's
+logging), which at import replaces every loguru sink with its own stderr sink (at the same
+``LOGURU_LEVEL``) and routes stdlib logging into loguru with a handler of its own. Where that module
+is loaded, this one adds neither a sink nor a handler, so every line is written once whichever of
+the two is set up first.
 """
 
 from __future__ import annotations
@@ -13,6 +19,9 @@ import sys
 import threading
 
 __all__ = ["InterceptHandler", "configure_logging", "reset_logging"]
+
+#: The previous product's logging set-up, which client pipelines import (see the module docstring).
+FOREIGN_LOGGING_MODULE = "dkist_service_configuration.logging"
 
 _lock = threading.Lock()
 _sink_id: int | None = None
@@ -55,12 +64,22 @@ def _level_number(level: str) -> int:
         ) from None
 
 
+def _foreign_logging_active() -> bool:
+    return FOREIGN_LOGGING_MODULE in sys.modules
+
+
+def _routes_stdlib_to_loguru(handler: _stdlib_logging.Handler) -> bool:
+    # Ours, or the previous product's class of the same name and job.
+    return isinstance(handler, InterceptHandler) or type(handler).__name__ == "InterceptHandler"
+
+
 def configure_logging(level: str | int | None = None) -> None:
     """Send loguru's output to stderr at ``level`` (default: ``LOGURU_LEVEL``) and route stdlib logging into it.
 
     Idempotent: a second call with the same level does nothing; a call with another level replaces
     the sink this function added (sinks added by the application are left alone). Loguru's own
-    default stderr sink is removed on the first call so that messages are not written twice.
+    default stderr sink is removed on the first call so that messages are not written twice. Where
+    ``dkist_service_configuration.logging`` is loaded, its sink and handler are used instead.
     """
     global _sink_id, _sink_level, _removed_default_sink, _root_level_before
     from loguru import logger
@@ -73,9 +92,15 @@ def configure_logging(level: str | int | None = None) -> None:
     number = _level_number(name)
     sink_level: str | int = number if name.isdigit() else name
     with _lock:
+        root = _stdlib_logging.getLogger()
+        if _foreign_logging_active():
+            # It removed every loguru sink when it was imported, ours included (if any).
+            _sink_id = None
+            _sink_level = name
+            _quiet_pika(number)
+            return
         if _sink_id is not None and _sink_level == name:
             return
-        root = _stdlib_logging.getLogger()
         if _sink_id is None:
             _root_level_before = root.level
             try:
@@ -84,18 +109,25 @@ def configure_logging(level: str | int | None = None) -> None:
             except ValueError:
                 pass  # already removed by the application
         else:
-            logger.remove(_sink_id)
+            try:
+                logger.remove(_sink_id)
+            except ValueError:
+                pass  # removed by the application
         # diagnose=False: tracebacks must not print local variables (they may hold secrets).
         _sink_id = logger.add(sys.stderr, level=sink_level, backtrace=False, diagnose=False)
         _sink_level = name
-        if not any(isinstance(handler, InterceptHandler) for handler in root.handlers):
+        if not any(_routes_stdlib_to_loguru(handler) for handler in root.handlers):
             root.addHandler(InterceptHandler())
         # Records below the level are dropped by the stdlib before they are formatted.
         root.setLevel(number)
-        # pika logs every connection step at INFO and each refused attempt as an ERROR with a
-        # traceback; dkist_processing_core.isb logs every outcome itself, so pika speaks only when
-        # debugging.
-        _stdlib_logging.getLogger("pika").setLevel(number if number <= _stdlib_logging.DEBUG else _stdlib_logging.CRITICAL)
+        _quiet_pika(number)
+
+
+def _quiet_pika(level: int) -> None:
+    # pika logs every connection step at INFO and each refused attempt as an ERROR with a
+    # traceback; dkist_processing_core.isb logs every outcome itself, so pika speaks only when
+    # debugging.
+    _stdlib_logging.getLogger("pika").setLevel(level if level <= _stdlib_logging.DEBUG else _stdlib_logging.CRITICAL)
 
 
 def reset_logging() -> None:

@@ -20,6 +20,7 @@ from dkist_processing_core.naming import NamingError
 from dkist_processing_core.naming import dag_name
 from dkist_processing_core.naming import validate_name_part
 from dkist_processing_core.naming import workflow_name as build_workflow_name
+from dkist_processing_core.naming import workflow_name_from_details
 from dkist_processing_core.node import Node
 from dkist_processing_core.node import WorkflowError
 from dkist_processing_core.node import pipeline_distribution
@@ -31,15 +32,20 @@ if TYPE_CHECKING:
 
 __all__ = [
     "DEFAULT_MAX_ACTIVE_RUNS",
+    "MAX_ACTIVE_RUNS_LIMIT",
     "MAX_TAG_LENGTH",
     "NamingError",
     "Workflow",
     "WorkflowError",
     "dag_name",
+    "workflow_name_from_details",
 ]
 
 #: Concurrent DAG runs (recipe runs) of one workflow version; Airflow's own default.
 DEFAULT_MAX_ACTIVE_RUNS = 16
+#: Upper bound of max_active_runs: Airflow keeps it in a 32-bit column, and a larger number of
+#: concurrent recipe runs of one workflow version is a typo, not a plan.
+MAX_ACTIVE_RUNS_LIMIT = 10_000
 #: Airflow's limit on the length of a DAG tag.
 MAX_TAG_LENGTH = 100
 _TAG_RE = re.compile(r"[A-Za-z0-9._:/+@=-](?:[A-Za-z0-9 ._:/+@=-]*[A-Za-z0-9._:/+@=-])?")
@@ -79,8 +85,10 @@ def _check_importable(package: str) -> None:
 
 
 def _validate_max_active_runs(value: object) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise WorkflowError(f"max_active_runs must be an int >= 1, got {value!r}")
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_ACTIVE_RUNS_LIMIT:
+        raise WorkflowError(
+            f"max_active_runs must be an int from 1 to {MAX_ACTIVE_RUNS_LIMIT}, got {value!r}"
+        )
     return value
 
 

@@ -42,20 +42,31 @@ RECIPE_RUN_ID_TEMPLATE = "{{ dag_run.conf.get('recipe_run_id', '') }}"
 
 # The script is a constant: Airflow renders it with Jinja, so it must not contain Jinja markers
 # (the tests check that), and it must not end in ".sh"/".bash" (Airflow would take it for a file name).
-# The recipe run id check is a fixed Python snippet that only reads the environment.
+# The recipe run id check is a fixed Python snippet that only reads the environment; it normalises
+# the id (a whole-number float such as "42.0" becomes "42", as the previous product's DAGs accepted).
+# The task then starts through dkist_processing_core.run_task where the task environment has
+# dkist-processing-core-task, and otherwise through the contract every core shares, so a pipeline
+# that still pins dkist-processing-core 7.x runs too.
 BASH_SCRIPT = """\
 set -euo pipefail
-python3 -c 'import os, sys
-raw = os.environ.get("RECIPE_RUN_ID", "")
+RECIPE_RUN_ID="$(python3 -c 'import os, sys
+given = os.environ.get("RECIPE_RUN_ID", "")
+raw = given.strip()
 try:
-    ok = int(raw.strip(), 10) >= 0
+    value = int(raw, 10)
 except ValueError:
-    ok = False
-if not ok:
-    print("dkist-processing-core: recipe run id must be a non-negative integer, got %r; trigger the DAG with the conf key recipe_run_id" % raw, file=sys.stderr)
+    try:
+        number = float(raw)
+    except ValueError:
+        number = 0.5
+    value = int(number) if number.is_integer() else -1
+if not 0 <= value < 2**63:
+    print("dkist-processing-core: recipe run id must be a non-negative integer, got %r; trigger the DAG with the conf key recipe_run_id" % given, file=sys.stderr)
     sys.exit(2)
-'
-printf 'dkist-processing-core: task %s of workflow %s version %s\\n' "$DKIST_TASK_CLASS" "$DKIST_WORKFLOW_NAME" "$DKIST_WORKFLOW_VERSION"
+print(value)
+')"
+export RECIPE_RUN_ID
+printf 'dkist-processing-core: task %s of workflow %s version %s, recipe run %s\\n' "$DKIST_TASK_CLASS" "$DKIST_WORKFLOW_NAME" "$DKIST_WORKFLOW_VERSION" "$RECIPE_RUN_ID"
 for name in NOMAD_ALLOC_ID NOMAD_ALLOC_NAME NOMAD_GROUP_NAME NOMAD_JOB_NAME NOMAD_DC; do
   printf '%s=%s\\n' "$name" "${!name:-}"
 done
@@ -72,7 +83,17 @@ fi
 "${pip[@]}" list --format=freeze --disable-pip-version-check
 cat /proc/self/limits
 set +e
-"$venv_dir/bin/python" -m dkist_processing_core.run_task --module="$DKIST_TASK_MODULE" --task="$DKIST_TASK_CLASS" --workflow-name="$DKIST_WORKFLOW_NAME" --workflow-version="$DKIST_WORKFLOW_VERSION"
+if "$venv_dir/bin/python" -c 'import importlib.metadata as m; m.version("dkist-processing-core-task")' >/dev/null 2>&1; then
+  "$venv_dir/bin/python" -m dkist_processing_core.run_task --module="$DKIST_TASK_MODULE" --task="$DKIST_TASK_CLASS" --workflow-name="$DKIST_WORKFLOW_NAME" --workflow-version="$DKIST_WORKFLOW_VERSION"
+else
+  printf 'dkist-processing-core: the task environment has no dkist-processing-core-task; running the task the way every core runs it\\n'
+  "$venv_dir/bin/python" -c 'import os
+from importlib import import_module
+task_class = getattr(import_module(os.environ["DKIST_TASK_MODULE"]), os.environ["DKIST_TASK_CLASS"])
+with task_class(recipe_run_id=int(os.environ["RECIPE_RUN_ID"]), workflow_name=os.environ["DKIST_WORKFLOW_NAME"], workflow_version=os.environ["DKIST_WORKFLOW_VERSION"]) as task:
+    task()
+'
+fi
 status=$?
 set -e
 printf 'dkist-processing-core: task %s exited with status %s\\n' "$DKIST_TASK_CLASS" "$status"

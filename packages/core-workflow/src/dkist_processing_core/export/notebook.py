@@ -2,7 +2,8 @@
 
 nbformat v4: a first cell ``recipe_run_id: int = `` tagged ``parameters`` (fill it in, or let
 papermill inject it), then one code cell per node in topological order that runs the task
-in-process through :func:`dkist_processing_core.run_task.run_task`, exactly as a worker does.
+in-process the way a worker does (``with Task(...) as t: t()``), with the previous product's
+commented lines for a manual run (``t.is_task_manual = True``) and a manual ``t.rollback()``.
 Cell ids are derived from the node order, so the JSON is byte-identical for the same workflow.
 nbformat is imported only here, inside the functions.
 """
@@ -22,15 +23,12 @@ PARAMETERS_SOURCE = "recipe_run_id: int = "
 
 _CELL = """\
 # {task_id}: {after}; resource queue {queue!r}
-from dkist_processing_core.run_task import run_task
+from {module} import {task_id}
 
-run_task(
-    task_module={module!r},
-    task_class={task_id!r},
-    recipe_run_id=recipe_run_id,
-    workflow_name={workflow_name!r},
-    workflow_version={workflow_version!r},
-)"""
+with {task_id}(recipe_run_id=recipe_run_id, workflow_name={workflow_name!r}, workflow_version={workflow_version!r}) as t:
+    # t.is_task_manual = True
+    t()
+    # t.rollback()"""
 
 
 def _nbformat() -> Any:
