@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 from pathlib import Path
 
@@ -23,7 +24,8 @@ README = Path(__file__).resolve().parent.parent / "README.md"
 def _type_name(annotation: object) -> str:
     text = getattr(annotation, "__name__", None) if isinstance(annotation, type) else None
     text = text or str(annotation)
-    return text.replace("typing.", "").replace("dkist_processing_core.config.", "").replace("pathlib.", "")
+    text = text.replace("typing.", "").replace("pathlib.", "")
+    return re.sub(r"dkist_processing_core\.[\w.]*\.(\w+)", r"\1", text)
 
 
 def _default(field) -> str:  # type: ignore[no-untyped-def]

@@ -157,7 +157,7 @@ def _base_environment() -> dict[str, str]:
 def export_dags(
     package: str, version: str, pythonpath: Path, dags: Path, scratch: Path
 ) -> list[str]:
-    """``dkist-processing-core export-dags PACKAGE DAGS --force`` as a pipeline's CI runs it."""
+    """``dkist-processing-core export-dags PACKAGE DAGS`` as a pipeline's CI runs it."""
     before = {path.name for path in dags.iterdir()}
     env = _base_environment()
     env.update(
@@ -167,7 +167,7 @@ def export_dags(
         AIRFLOW_HOME=str(scratch / "export-airflow-home"),
         AIRFLOW__CORE__LOAD_EXAMPLES="False",
     )
-    result = Cli(env=env, cwd=scratch)("export-dags", package, str(dags), "--force")
+    result = Cli(env=env, cwd=scratch)("export-dags", package, str(dags))
     assert result.returncode == 0, (
         f"export-dags {package} (BUILD_VERSION={version}) failed:\n{result.stdout}\n{result.stderr}"
     )
