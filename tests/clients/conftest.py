@@ -1,0 +1,137 @@
+"""Fixtures of the client compatibility tests.
+
+Venvs and downloaded wheelhouses are cached across runs (tests/helpers/client_venvs.py); this
+session's products (our wheels, probe reports, client suite runs, the new-core wheelhouse) are
+made once for all pytest-xdist workers in the session's shared temp folder.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from clients.support import Client
+from clients.support import run_client_suite
+from clients.support import run_probe
+from helpers.client_venvs import OLD_CORE
+from helpers.client_venvs import PINS
+from helpers.client_venvs import pinned_venv
+from helpers.client_venvs import pip_download
+from helpers.client_venvs import rewrite_requirement
+from helpers.release import REPO_ROOT
+from helpers.release import build_once
+from helpers.release import run
+from helpers.release import wheel_metadata
+
+CLIENT_REQUIREMENTS = ["dkist-processing-test==1.46.0", "dkist-processing-ops==1.11.8"]
+# What a dkist-processing-common release migrated to the new core would declare.
+MIGRATED_CORE_PIN = "dkist-processing-core>=8"
+
+
+@pytest.fixture(scope="session")
+def shared_tmp(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A temp folder common to all xdist workers of this session."""
+    base = tmp_path_factory.getbasetemp()
+    return base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
+
+
+@pytest.fixture(scope="session")
+def core_wheels(shared_tmp: Path) -> list[Path]:
+    """This checkout's five wheels, built by scripts/build_dists.py."""
+
+    def produce(folder: Path) -> None:
+        script = REPO_ROOT / "scripts" / "build_dists.py"
+        result = run([sys.executable, script, "--wheel-only", "--outdir", folder])
+        assert result.returncode == 0, (
+            f"scripts/build_dists.py failed:\n{result.stdout}{result.stderr}"
+        )
+
+    wheels = sorted(build_once(shared_tmp, "client-core-wheels", produce).glob("*.whl"))
+    assert len(wheels) == 5, f"expected five wheels, got {[w.name for w in wheels]}"
+    return wheels
+
+
+@pytest.fixture(scope="session")
+def venvs(core_wheels: list[Path]) -> dict[str, Path]:
+    """Interpreters of the client venvs: "old" with 7.5.0, "new" with our wheels (see helper)."""
+    return {"old": pinned_venv("old", [OLD_CORE]), "new": pinned_venv("new", core_wheels)}
+
+
+def _cached_json(shared_tmp: Path, name: str, file: str, produce: Callable[[Path], None]) -> Any:
+    return json.loads((build_once(shared_tmp, name, produce) / file).read_text())
+
+
+@pytest.fixture(scope="session")
+def probe(shared_tmp: Path, venvs: dict[str, Path]) -> Callable[[str, Client], dict[str, Any]]:
+    """``probe(core, client)``: the client_probe.py report of ``client`` on core "old"/"new"."""
+
+    def get(core: str, client: Client) -> dict[str, Any]:
+        return _cached_json(
+            shared_tmp,
+            f"client-probe-{core}-{client.package}",
+            "report.json",
+            lambda folder: run_probe(venvs[core], client, folder),
+        )
+
+    return get
+
+
+@pytest.fixture(scope="session")
+def client_suite(
+    shared_tmp: Path, venvs: dict[str, Path]
+) -> Callable[[str, Client], dict[str, Any]]:
+    """``client_suite(core, client)``: outcomes of the client's own tests on core "old"/"new"."""
+
+    def get(core: str, client: Client) -> dict[str, Any]:
+        return _cached_json(
+            shared_tmp,
+            f"client-suite-{core}-{client.package}",
+            "outcome.json",
+            lambda folder: run_client_suite(venvs[core], client, folder),
+        )
+
+    return get
+
+
+@pytest.fixture(scope="session")
+def task_wheelhouses(shared_tmp: Path, core_wheels: list[Path]) -> dict[str, Path]:
+    """Offline wheelhouses for the worker's pip: "old" resolves the clients with core 7.5.0 (as
+    every pipeline does today, common pins it); "new" has common 14.8.0 rewritten to require
+    ``dkist-processing-core>=8`` and our wheels instead of 7.5.0.
+
+    Downloads are cached across runs (constrained by the pins, so they match the venvs); the
+    "new" folder is assembled from links for this session.
+    """
+    old = pip_download(
+        "clients", ["-c", str(PINS), *CLIENT_REQUIREMENTS], [PINS, *CLIENT_REQUIREMENTS]
+    )
+    requires = sorted(
+        line
+        for wheel in core_wheels
+        for line in wheel_metadata(wheel).get_all("Requires-Dist") or []
+    )
+    core_deps = pip_download(
+        "core-deps",
+        ["--find-links", str(core_wheels[0].parent), "-c", str(PINS), *map(str, core_wheels)],
+        [PINS, *requires],
+    )
+
+    def assemble(folder: Path) -> None:
+        ours = "dkist_processing_core"  # our five wheels and the old core all start with it
+        for source in [*old.iterdir(), *core_deps.iterdir()]:
+            replaced = source.name.startswith((ours, "dkist_processing_common-"))
+            if source.suffix == ".whl" and not replaced and not (folder / source.name).exists():
+                (folder / source.name).symlink_to(source)
+        for wheel in core_wheels:
+            shutil.copy2(wheel, folder)
+        (common,) = old.glob("dkist_processing_common-14.8.0-*.whl")
+        rewrite_requirement(common, folder, OLD_CORE, MIGRATED_CORE_PIN)
+
+    new = build_once(shared_tmp, "client-task-wheelhouse-new", assemble)
+    return {"old": old, "new": new}

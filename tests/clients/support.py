@@ -1,0 +1,200 @@
+"""The real client pipelines under test and the subprocesses that exercise them.
+
+Each check runs in a client venv (Python 3.13, tests/helpers/client_venvs.py), never in the
+test process: ``run_probe`` (imports, build_utils, DagBag; see client_probe.py),
+``run_client_suite`` (the client's own tests shipped in its wheel) and ``run_worker_command``
+(the exported BashOperator's script, the way a worker runs it).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import time
+import xml.etree.ElementTree as ElementTree
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from helpers.task_modules import clean_environment
+
+__all__ = [
+    "CLIENTS",
+    "Client",
+    "client_env",
+    "require_services",
+    "run_client_suite",
+    "run_probe",
+    "run_worker_command",
+    "step_value",
+]
+
+PROBE = Path(__file__).with_name("client_probe.py")
+
+
+@dataclass(frozen=True)
+class Client:
+    package: str
+    dist: str
+    version: str
+    dag_count: int  # exported by dkist-processing-core 7.5.0 (checked 2026-12-02)
+    task: str  # the real task run through the worker command
+    log_lines: tuple[str, ...]  # lines the client's own task code logs when it ran
+    # Tests of the client's own suite that fail only because they need the internet (beyond the
+    # package index). Measured on 7.5.0 here: none; they must be the same on both cores.
+    needs_internet: frozenset[str] = frozenset()
+
+    def __str__(self) -> str:
+        return self.dist
+
+
+CLIENTS = [
+    # NoOpTask: a bare TaskBase; needs no service.
+    Client("dkist_processing_test", "dkist-processing-test", "1.46.0", 32, "NoOpTask", ()),
+    # SmokeTask: a dkist-processing-common WorkflowTaskBase; needs Redis (tags, at
+    # localhost:6379 by common's default) and a writable scratch folder, nothing else (no
+    # metadata store: it records no provenance).
+    Client(
+        "dkist_processing_ops",
+        "dkist-processing-ops",
+        "1.11.8",
+        5,
+        "SmokeTask",
+        (
+            "Smoke test read/write validation completed successfully.",
+            "Smoke test configuration logging completed successfully.",
+        ),
+    ),
+]
+
+SERVICES = {
+    "RabbitMQ": (
+        5672,
+        "start it with `rabbitmq-server -detached` (apt-get install rabbitmq-server)",
+    ),
+    "Redis": (6379, "start it with `redis-server --daemonize yes` (apt-get install redis-server)"),
+}
+
+
+def require_services(*names: str) -> None:
+    """Fail (never skip) with how to start a service the clients need on 127.0.0.1."""
+    for name in names:
+        port, how = SERVICES[name]
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=3).close()
+        except OSError:
+            raise AssertionError(f"{name} is not listening on 127.0.0.1:{port}: {how}") from None
+
+
+def client_env(**variables: str) -> dict[str, str]:
+    """This environment without our product's, pytest's or an outer venv's variables."""
+    # clean_environment drops PIP_* too; pip then reads no configuration file of this machine.
+    env = clean_environment(PIP_CONFIG_FILE=os.devnull, PIP_DISABLE_PIP_VERSION_CHECK="1")
+    for key in list(env):
+        if (
+            key.startswith(("PYTEST_", "PYTHON", "VIRTUAL_ENV", "AIRFLOW"))
+            or key == "COV_CORE_SOURCE"
+        ):
+            del env[key]
+    env.update(variables)
+    return env
+
+
+def _tail(text: str, size: int = 6000) -> str:
+    return text if len(text) <= size else "...\n" + text[-size:]
+
+
+def run_probe(python: Path, client: Client, folder: Path) -> None:
+    """Write ``folder/report.json`` (a crash of the probe itself is reported as ``crash``)."""
+    env = client_env(
+        AIRFLOW_HOME=str(folder / "airflow-home"),
+        AIRFLOW__CORE__LOAD_EXAMPLES="False",
+        BUILD_VERSION=client.version,
+    )
+    (folder / "cwd").mkdir()
+    result = subprocess.run(
+        [python, "-I", PROBE, client.package, folder],
+        env=env,
+        cwd=folder / "cwd",
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    report = folder / "report.json"
+    if result.returncode != 0 or not report.exists():
+        report.write_text(json.dumps({"crash": _tail(result.stdout + result.stderr)}))
+
+
+def step_value(report: dict[str, Any], name: str, what: str) -> Any:
+    """The value of a probe step; fails with the client's traceback when the step failed."""
+    assert "crash" not in report, f"{what}: the probe crashed:\n{report['crash']}"
+    step = report[name]
+    assert step["ok"], f"{what} failed:\n{_tail(step['error'])}"
+    return step["value"]
+
+
+def run_client_suite(python: Path, client: Client, folder: Path) -> None:
+    """Run the client's own tests; write ``folder/outcome.json`` (test id -> outcome, timing)."""
+    junit = folder / "junit.xml"
+    (folder / "cwd").mkdir()
+    started = time.monotonic()
+    result = subprocess.run(
+        [
+            python,
+            "-m",
+            "pytest",
+            "--pyargs",
+            f"{client.package}.tests",
+            "-p",
+            "no:cacheprovider",
+            "-q",
+            f"--junitxml={junit}",
+        ],
+        env=client_env(),
+        cwd=folder / "cwd",
+        capture_output=True,
+        text=True,
+        timeout=1500,
+    )
+    outcomes: dict[str, str] = {}
+    if junit.exists():
+        for case in ElementTree.parse(junit).getroot().iter("testcase"):
+            kinds = [child.tag for child in case if child.tag in ("failure", "error", "skipped")]
+            outcomes[f"{case.get('classname')}::{case.get('name')}"] = (
+                kinds[0] if kinds else "passed"
+            )
+    outcome = {
+        "returncode": result.returncode,
+        "seconds": round(time.monotonic() - started, 1),
+        "outcomes": outcomes,
+        "output": _tail(result.stdout + result.stderr),
+    }
+    (folder / "outcome.json").write_text(json.dumps(outcome, indent=1))
+
+
+def run_worker_command(
+    bash_command: str, operator_env: dict[str, str], python313: Path, wheelhouse: Path, cwd: Path
+) -> subprocess.CompletedProcess[str]:
+    """Run a BashOperator's script as a worker does: ``bash -c``, its env appended to ours.
+
+    ``python3`` on PATH is the clients' Python 3.13 (a wrapper script, so the interpreter keeps
+    its real path); pip sees only ``wheelhouse`` (offline: ``PIP_NO_INDEX``, no pip config).
+    """
+    bin_dir = cwd / "bin"
+    bin_dir.mkdir()
+    wrapper = bin_dir / "python3"
+    wrapper.write_text(f'#!/bin/sh\nexec "{python313}" "$@"\n')
+    wrapper.chmod(0o755)
+    env = client_env(PIP_NO_INDEX="1", PIP_FIND_LINKS=str(wheelhouse))
+    env["PATH"] = f"{bin_dir}{os.pathsep}{env.get('PATH', '')}"
+    env.update(operator_env)
+    return subprocess.run(
+        ["bash", "-c", bash_command],
+        env=env,
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=1200,
+    )
