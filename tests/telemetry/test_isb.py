@@ -18,7 +18,11 @@ from dkist_processing_core.isb import IsbTarget
 from dkist_processing_core.isb import RetryPolicy
 from dkist_processing_core.isb import flush_outbox
 from dkist_processing_core.isb import publish
+from dkist_processing_core.isb_outbox import InvalidMessageError
 from dkist_processing_core.isb_outbox import Outbox
+from helpers.hostile_outbox import entry_name
+from helpers.hostile_outbox import good_envelope
+from helpers.hostile_outbox import write_envelope
 from helpers.rabbitmq import consume_all
 from helpers.rabbitmq import declare_queue
 from helpers.rabbitmq import delete_names
@@ -362,3 +366,74 @@ def test_importing_the_module_does_not_load_pika_or_the_configuration():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+# ------------------------------------------------------------------ unsendable messages (issue 14)
+def test_an_unsendable_entry_does_not_hold_back_later_reports(names, tmp_path, caplog):
+    outbox_dir = tmp_path / "outbox"
+    outbox_dir.mkdir()
+    target = isb_target(names, outbox_dir, publish_timeout=BOUND)
+    first, last = body(1), body(3)
+    write_envelope(outbox_dir / entry_name(1), good_envelope(first, first["conversationId"]))
+    # The broker refuses a message id over 255 bytes (pika: ShortStringTooLong), forever.
+    unsendable = outbox_dir / entry_name(2)
+    write_envelope(unsendable, good_envelope(body(2), "m" * 300))
+    write_envelope(outbox_dir / entry_name(3), good_envelope(last, last["conversationId"]))
+    caplog.set_level(logging.INFO, logger="dkist_processing_core.isb")
+
+    flushed = flush_outbox(target)
+
+    assert (flushed.delivered, flushed.remaining) == (2, 0)
+    assert [d.json() for d in consume_all(names.queue, expected=2)] == [first, last]
+    assert (outbox_dir / "rejected" / unsendable.name).exists()
+    assert any("message_id" in r.getMessage() and "255" in r.getMessage() for r in caplog.records)
+
+
+@pytest.mark.parametrize(
+    ("sent", "named"),
+    [
+        ({"conversationId": "c" * 256}, "conversationId"),
+        ({"conversationId": "☀" * 100}, "conversationId"),
+        ({"conversationId": "ok", "x": float("nan")}, "body"),
+        ({"conversationId": "ok", "x": float("inf")}, "body"),
+        ({"conversationId": "ok", "x": "\udc80"}, "body"),
+        ({"conversationId": "ok", "x": "y" * (1 << 20)}, "body"),
+    ],
+)
+def test_publish_refuses_a_message_no_broker_can_accept(names, tmp_path, sent, named):
+    with TcpProxy() as proxy:
+        target = isb_target(names, tmp_path / "outbox", port=proxy.port)
+        with pytest.raises(InvalidMessageError, match=named):
+            publish(sent, target)
+        assert proxy.accepted == 0  # refused before any work
+    assert Outbox(target.outbox_dir).pending() == []
+
+
+def test_an_explicit_message_id_over_255_bytes_is_refused(names, tmp_path):
+    target = isb_target(names, tmp_path / "outbox")
+    with pytest.raises(InvalidMessageError, match="message_id.*255"):
+        publish(body(), target, message_id="m" * 256)
+    assert Outbox(target.outbox_dir).pending() == []
+
+
+def test_an_unsendable_entry_that_cannot_be_moved_aside_is_skipped_not_waited_for(
+    names, tmp_path, caplog
+):
+    outbox_dir = tmp_path / "outbox"
+    outbox_dir.mkdir()
+    (outbox_dir / "rejected").write_text("a file where the rejected/ folder would go")
+    target = isb_target(names, outbox_dir, publish_timeout=10.0)
+    good = body(1)
+    stuck = outbox_dir / entry_name(1)
+    stuck.write_text("{not json")
+    write_envelope(outbox_dir / entry_name(2), good_envelope(good, good["conversationId"]))
+    caplog.set_level(logging.ERROR, logger="dkist_processing_core.isb")
+
+    flushed = flush_outbox(target)
+
+    assert (flushed.delivered, flushed.remaining) == (1, 1)
+    assert flushed.duration < 5.0, "waited for an entry nobody can send"
+    assert [d.json() for d in consume_all(names.queue, expected=1)] == [good]
+    assert stuck.read_text() == "{not json"  # never deleted
+    (line,) = [r.getMessage() for r in caplog.records if stuck.name in r.getMessage()]
+    assert "cannot be moved aside" in line and "not JSON" in line

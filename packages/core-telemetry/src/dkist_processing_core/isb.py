@@ -50,8 +50,10 @@ from typing import TYPE_CHECKING
 from typing import Any
 
 from dkist_processing_core.isb_outbox import ENVELOPE_FORMAT
+from dkist_processing_core.isb_outbox import InvalidMessageError
 from dkist_processing_core.isb_outbox import Outbox
 from dkist_processing_core.isb_outbox import OutboxError
+from dkist_processing_core.isb_outbox import check_envelope
 from dkist_processing_core.isb_outbox import default_isb_outbox_dir
 
 if TYPE_CHECKING:
@@ -62,6 +64,7 @@ __all__ = [
     "FAILURE_QUEUE",
     "FAILURE_ROUTING_KEY",
     "FlushResult",
+    "InvalidMessageError",
     "IsbTarget",
     "PublishResult",
     "RetryPolicy",
@@ -206,12 +209,17 @@ def publish(
     """Publish ``body`` as one persistent JSON message; never raises for broker problems.
 
     Returns within ``target.publish_timeout`` seconds. ``message_id`` defaults to
-    ``body["conversationId"]`` or a new uuid.
+    ``body["conversationId"]`` or a new uuid. A message that no broker can ever accept (a message
+    id over 255 bytes of UTF-8, a body that is not strict JSON or is over 1 MiB) raises
+    :class:`InvalidMessageError` before any work, as does a body that is not JSON-serialisable
+    (``TypeError``): both are programming errors, and keeping such a message would block nothing
+    but never deliver it either.
     """
     started = time.monotonic()
     target = target or IsbTarget.from_configuration()
     body = dict(body)
     json.dumps(body)  # not JSON-serialisable: a programming error, raised before any work
+    source = "message_id" if message_id else "message_id (from conversationId)"
     message_id = message_id or str(body.get("conversationId") or uuid.uuid4().hex)
     envelope = {
         "format": ENVELOPE_FORMAT,
@@ -221,6 +229,11 @@ def publish(
         "routing_key": target.routing_key,
         "body": body,
     }
+    try:
+        check_envelope(envelope)
+    except InvalidMessageError as error:
+        text = str(error).replace("field 'message_id'", source)
+        raise InvalidMessageError(f"ISB message not published: {text}") from None
     outbox = target.outbox
     own_path: Path | None
     try:
@@ -437,7 +450,8 @@ class _Run:
             for path in pending:
                 if not self._in_time():
                     break
-                sent += self._deliver(channel, path)
+                if path not in self.outbox.unmovable:
+                    sent += self._deliver(channel, path)
         finally:
             self.outbox.sync()
         return sent
@@ -464,7 +478,8 @@ class _Run:
         while self._in_time():
             if self._drain_once(channel):
                 continue
-            if not self.outbox.pending() or self.stop.wait(_CLAIM_POLL_SECONDS):
+            waiting = [p for p in self.outbox.pending() if p not in self.outbox.unmovable]
+            if not waiting or self.stop.wait(_CLAIM_POLL_SECONDS):
                 return
             channel.keep_alive()
 
