@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import atexit
 import json
+import math
 import os
 import shutil
 import sys
@@ -64,13 +65,18 @@ def _positive_int(text: str) -> int:
     return value
 
 
-def _positive_float(text: str) -> float:
+def _flush_timeout(text: str) -> float:
+    """Seconds for ``isb flush --timeout``: > 0 and <= 3600, the range of ISB_PUBLISH_TIMEOUT."""
+    from dkist_processing_core.isb import MAX_SECONDS
+
     try:
         value = float(text)
     except ValueError:
-        value = -1.0
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be a number of seconds > 0, got {text!r}")
+        value = math.nan
+    if not (math.isfinite(value) and 0 < value <= MAX_SECONDS):
+        raise argparse.ArgumentTypeError(
+            f"must be a number of seconds > 0 and <= {MAX_SECONDS:g}, got {text!r}"
+        )
     return value
 
 
@@ -432,10 +438,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     flush.add_argument(
         "--timeout",
-        type=_positive_float,
+        type=_flush_timeout,
         default=None,
         metavar="SECONDS",
-        help="give up after this long (default: ISB_PUBLISH_TIMEOUT)",
+        help="give up after this long, > 0 and <= 3600 (default: ISB_PUBLISH_TIMEOUT)",
     )
     flush.set_defaults(handler=_cmd_isb_flush)
     isb.set_defaults(handler=None, usage_of=isb)
