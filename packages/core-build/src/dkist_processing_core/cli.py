@@ -1,7 +1,8 @@
 """The ``dkist-processing-core`` command line.
 
 Exit status: 0 success, 1 validation failure / task failure / refused export, 2 usage error
-(bad arguments, unknown package or workflow), 130 interrupted. Errors are printed as one line
+(bad arguments, unknown package or workflow), 128 + the signal's number when a signal stopped it
+(130 SIGINT / Ctrl-C, 143 SIGTERM, 129 SIGHUP). Errors are printed as one line
 (validation reports as one line per problem) and without a traceback unless ``--debug`` is given.
 """
 
@@ -13,6 +14,7 @@ import json
 import math
 import os
 import shutil
+import signal
 import sys
 import tempfile
 import traceback
@@ -196,10 +198,30 @@ def _cmd_run(args: argparse.Namespace) -> int:
             log_dir=args.log_dir,
             report_failures=not args.no_failure_report,
         )
-    print(summary.format(), flush=True)
+    if not _print_to_stdout(summary.format()):
+        _stderr(f"{PROG}: the summary was not printed: standard output is closed")
     if summary.interrupted:
-        return EXIT_INTERRUPTED
+        return 128 + summary.signal if summary.signal else EXIT_INTERRUPTED
     return EXIT_OK if summary.ok else EXIT_FAILURE
+
+
+def _print_to_stdout(text: str) -> bool:
+    """Print ``text``; False if standard output is gone (``run ... | head`` closed it).
+
+    Standard output then points at /dev/null, so that Python's own flush at exit cannot fail
+    and turn the command's exit status into 120.
+    """
+    try:
+        print(text, flush=True)
+        return True
+    except (BrokenPipeError, ValueError, OSError):
+        try:
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+            os.close(devnull)
+        except (OSError, ValueError):  # no file descriptor behind sys.stdout
+            pass
+        return False
 
 
 def _cmd_config(args: argparse.Namespace) -> int:
@@ -488,9 +510,9 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_USAGE
     try:
         return handler(args)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as interrupt:  # Ctrl-C, or a signal that stopped a run early
         _stderr(f"{PROG}: interrupted")
-        return EXIT_INTERRUPTED
+        return 128 + getattr(interrupt, "signum", signal.SIGINT)
     except Exception as error:
         status, lines = _failure_lines(error)
         if args.debug:
