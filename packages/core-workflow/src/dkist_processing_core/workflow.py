@@ -31,6 +31,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "DEFAULT_MAX_ACTIVE_RUNS",
+    "MAX_ACTIVE_RUNS_LIMIT",
     "MAX_TAG_LENGTH",
     "NamingError",
     "Workflow",
@@ -40,6 +41,9 @@ __all__ = [
 
 #: Concurrent DAG runs (recipe runs) of one workflow version; Airflow's own default.
 DEFAULT_MAX_ACTIVE_RUNS = 16
+#: Largest max_active_runs: far above any real need, far below the 32-bit column the scheduler
+#: stores it in (10**30 used to validate and then break `airflow dags reserialize`).
+MAX_ACTIVE_RUNS_LIMIT = 10_000
 #: Airflow's limit on the length of a DAG tag.
 MAX_TAG_LENGTH = 100
 _TAG_RE = re.compile(r"[A-Za-z0-9._:/+@=-](?:[A-Za-z0-9 ._:/+@=-]*[A-Za-z0-9._:/+@=-])?")
@@ -79,8 +83,10 @@ def _check_importable(package: str) -> None:
 
 
 def _validate_max_active_runs(value: object) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise WorkflowError(f"max_active_runs must be an int >= 1, got {value!r}")
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_ACTIVE_RUNS_LIMIT:
+        raise WorkflowError(
+            f"max_active_runs must be an int >= 1 and <= {MAX_ACTIVE_RUNS_LIMIT}, got {value!r:.40}"
+        )
     return value
 
 
