@@ -236,6 +236,9 @@ def test_config_error_is_one_line(cli):
             "is not a Docker image reference",
         ),
         (["isb", "flush", "--timeout", "0"], "must be a number of seconds > 0"),
+        (["isb", "flush", "--timeout", "inf"], "--timeout: must be a number of seconds > 0 and <= 3600"),
+        (["isb", "flush", "--timeout", "nan"], "--timeout: must be a number of seconds > 0 and <= 3600"),
+        (["isb", "flush", "--timeout", "1e10"], "--timeout: must be a number of seconds > 0 and <= 3600"),
     ],
 )
 def test_usage_errors_exit_2_with_one_line(cli, args, expected):

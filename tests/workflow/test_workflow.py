@@ -11,6 +11,7 @@ from dkist_processing_core import Workflow
 from dkist_processing_core.naming import NamingError
 from dkist_processing_core.node import Node
 from dkist_processing_core.workflow import DEFAULT_MAX_ACTIVE_RUNS
+from dkist_processing_core.workflow import MAX_ACTIVE_RUNS_LIMIT
 from dkist_processing_core.workflow import WorkflowError
 
 
@@ -422,3 +423,27 @@ def test_public_api_exports_workflow_and_node():
 
     assert dkist_processing_core.Workflow is Workflow
     assert dkist_processing_core.Node is Node
+
+
+def test_max_active_runs_has_an_upper_bound_the_scheduler_can_store(pipeline, tmp_path):
+    # 10**30 used to validate and then break `airflow dags reserialize` for the whole folder.
+    for bad in (10**30, 2**31, MAX_ACTIVE_RUNS_LIMIT + 1):
+        with pytest.raises(WorkflowError, match=rf"max_active_runs.*{MAX_ACTIVE_RUNS_LIMIT}"):
+            Workflow(
+                process_category="a",
+                process_name="b",
+                workflow_package=pipeline.package,
+                max_active_runs=bad,
+            )
+    from airflow.dag_processing.dagbag import DagBag
+
+    workflow = Workflow(
+        process_category="a",
+        process_name="b",
+        workflow_package=pipeline.package,
+        max_active_runs=MAX_ACTIVE_RUNS_LIMIT,
+    )
+    workflow.add_node(pipeline.tasks.Fetch)
+    bag = DagBag(dag_folder=str(workflow.export_dag(tmp_path / "dags").parent))
+    assert bag.import_errors == {}
+    assert bag.dags[workflow.dag_name].max_active_runs == MAX_ACTIVE_RUNS_LIMIT

@@ -17,6 +17,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -26,6 +27,13 @@ from importlib.metadata import version as installed_version
 from pathlib import Path
 from typing import TYPE_CHECKING
 from typing import Any
+
+from dkist_processing_core._process_group import GRACE_SECONDS
+from dkist_processing_core._process_group import ForwardedSignals
+from dkist_processing_core._process_group import LineClipper
+from dkist_processing_core._process_group import read_pieces
+from dkist_processing_core._process_group import signal_group
+from dkist_processing_core._process_group import start_in_session
 
 if TYPE_CHECKING:
     from dkist_processing_core.runner import RunSummary
@@ -94,35 +102,48 @@ def _child_env(
     return env
 
 
-_STOP_GRACE_SECONDS = 10.0
-"""How long the Airflow child gets to stop after SIGTERM before it is killed."""
-
-
 def _stream(command: list[str], env: dict[str, str], output: _Output, prefix: str) -> int:
-    process = subprocess.Popen(
-        command,
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        env=env,
-        text=True,
-        encoding="utf-8",
-        errors="replace",
-        bufsize=1,
-    )
+    """Run the Airflow child in a session of its own and show its output; return its exit status.
+
+    SIGINT, SIGTERM or SIGHUP to the runner meanwhile (and any error of ours) is passed on to the
+    child's whole process group (Airflow and the task processes it started), which gets the grace
+    period to end before what is left is killed; then :class:`RunInterrupted` (or the error) goes up.
+    """
+    from dkist_processing_core.runner import RunInterrupted
+
+    stop_signal: int | None = None  # once set, a signal only ends the grace period
+    hurry = False
+
+    def on_signal(signum: int) -> None:
+        nonlocal stop_signal, hurry
+        if stop_signal is None:
+            stop_signal = signum
+            raise RunInterrupted(signum)
+        hurry = True
+
+    process = start_in_session(command, env)
     assert process.stdout is not None
-    try:
-        for line in process.stdout:
-            output.line(prefix, line.rstrip("\n"))
-        return process.wait()
-    except BaseException:  # Ctrl-C or an error of ours: never leave Airflow running behind us
-        process.terminate()
+    clipper = LineClipper(lambda left_out: f"... ({left_out} more bytes not shown)")
+    with ForwardedSignals(on_signal):
         try:
-            process.wait(timeout=_STOP_GRACE_SECONDS)
-        except subprocess.TimeoutExpired:
-            process.kill()
+            for piece in read_pieces(process.stdout):
+                if (line := clipper.feed(piece)) is not None:
+                    output.line(prefix, line)
+            if (line := clipper.finish()) is not None:
+                output.line(prefix, line)
+            return process.wait()
+        except BaseException:  # never leave Airflow or its tasks running behind us
+            if stop_signal is None:  # an error of ours
+                stop_signal = signal.SIGTERM
+            signal_group(process, stop_signal)
+            give_up = time.monotonic() + GRACE_SECONDS
+            while not hurry and time.monotonic() < give_up and process.poll() is None:
+                time.sleep(0.1)
+            signal_group(process, signal.SIGKILL)
             process.wait()
-        raise
+            raise
+        finally:
+            process.stdout.close()
 
 
 def run(
@@ -162,18 +183,14 @@ def run(
         except WheelhouseError as error:
             raise RunError(str(error)) from None
         result_file = root / "result.json"
-        command = [
+        command = [  # --opt=value: a DAG id that starts with "-" is never read as an option
             sys.executable,
             "-m",
             "dkist_processing_core._airflow_engine",
-            "--dag-folder",
-            str(dags),
-            "--dag-id",
-            workflow.dag_name,
-            "--recipe-run-id",
-            str(recipe_run_id),
-            "--result",
-            str(result_file),
+            f"--dag-folder={dags}",
+            f"--dag-id={workflow.dag_name}",
+            f"--recipe-run-id={recipe_run_id}",
+            f"--result={result_file}",
         ]
         output.line(
             "runner",

@@ -1,7 +1,8 @@
 """The ``dkist-processing-core`` command line.
 
 Exit status: 0 success, 1 validation failure / task failure / refused export, 2 usage error
-(bad arguments, unknown package or workflow), 130 interrupted. Errors are printed as one line
+(bad arguments, unknown package or workflow), 128 + the signal's number when a signal stopped it
+(130 SIGINT / Ctrl-C, 143 SIGTERM, 129 SIGHUP). Errors are printed as one line
 (validation reports as one line per problem) and without a traceback unless ``--debug`` is given.
 """
 
@@ -10,8 +11,10 @@ from __future__ import annotations
 import argparse
 import atexit
 import json
+import math
 import os
 import shutil
+import signal
 import sys
 import tempfile
 import traceback
@@ -64,13 +67,18 @@ def _positive_int(text: str) -> int:
     return value
 
 
-def _positive_float(text: str) -> float:
+def _flush_timeout(text: str) -> float:
+    """Seconds for ``isb flush --timeout``: > 0 and <= 3600, the range of ISB_PUBLISH_TIMEOUT."""
+    from dkist_processing_core.isb import MAX_SECONDS
+
     try:
         value = float(text)
     except ValueError:
-        value = -1.0
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be a number of seconds > 0, got {text!r}")
+        value = math.nan
+    if not (math.isfinite(value) and 0 < value <= MAX_SECONDS):
+        raise argparse.ArgumentTypeError(
+            f"must be a number of seconds > 0 and <= {MAX_SECONDS:g}, got {text!r}"
+        )
     return value
 
 
@@ -187,10 +195,30 @@ def _cmd_run(args: argparse.Namespace) -> int:
             log_dir=args.log_dir,
             report_failures=not args.no_failure_report,
         )
-    print(summary.format(), flush=True)
+    if not _print_to_stdout(summary.format()):
+        _stderr(f"{PROG}: the summary was not printed: standard output is closed")
     if summary.interrupted:
-        return EXIT_INTERRUPTED
+        return 128 + summary.signal if summary.signal else EXIT_INTERRUPTED
     return EXIT_OK if summary.ok else EXIT_FAILURE
+
+
+def _print_to_stdout(text: str) -> bool:
+    """Print ``text``; False if standard output is gone (``run ... | head`` closed it).
+
+    Standard output then points at /dev/null, so that Python's own flush at exit cannot fail
+    and turn the command's exit status into 120.
+    """
+    try:
+        print(text, flush=True)
+        return True
+    except (BrokenPipeError, ValueError, OSError):
+        try:
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+            os.close(devnull)
+        except (OSError, ValueError):  # no file descriptor behind sys.stdout
+            pass
+        return False
 
 
 def _cmd_config(args: argparse.Namespace) -> int:
@@ -423,10 +451,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     flush.add_argument(
         "--timeout",
-        type=_positive_float,
+        type=_flush_timeout,
         default=None,
         metavar="SECONDS",
-        help="give up after this long (default: ISB_PUBLISH_TIMEOUT)",
+        help="give up after this long, > 0 and <= 3600 (default: ISB_PUBLISH_TIMEOUT)",
     )
     flush.set_defaults(handler=_cmd_isb_flush)
     isb.set_defaults(handler=None, usage_of=isb)
@@ -480,9 +508,9 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_USAGE
     try:
         return handler(args)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as interrupt:  # Ctrl-C, or a signal that stopped a run early
         _stderr(f"{PROG}: interrupted")
-        return EXIT_INTERRUPTED
+        return 128 + getattr(interrupt, "signum", signal.SIGINT)
     except Exception as error:
         status, lines = _failure_lines(error)
         if args.debug:

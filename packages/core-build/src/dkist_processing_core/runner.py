@@ -7,6 +7,12 @@ retried like Airflow retries it (``retries`` times, ``retry_delay_seconds`` apar
 fails, the same failure report as Airflow's ``on_failure_callback`` goes to the interservice bus,
 no new task starts, the running ones are waited for, and the rest are reported as skipped.
 
+Each task runs in a session of its own. SIGINT, SIGTERM or SIGHUP to the runner is passed on to the
+process group of every running task (so whatever a task started gets it too); what has not ended
+after a grace period of 10 s (or at a second signal) is killed, the summary is printed and the run
+ends as interrupted. Task output is read in pieces of at most 64 KiB: a task's log keeps every
+byte, the terminal shows the first 64 KiB of a longer line.
+
 :func:`run_airflow` (engine ``airflow``) exports the DAG to a temporary folder and runs it with
 Airflow's own ``dag.test()`` on a throw-away SQLite metadata database (see
 :mod:`dkist_processing_core._airflow_engine`), then reports the same summary.
@@ -20,6 +26,7 @@ import datetime as _dt
 import os
 import queue
 import re
+import signal
 import subprocess
 import sys
 import tempfile
@@ -34,6 +41,12 @@ from typing import IO
 from typing import TYPE_CHECKING
 from typing import Any
 
+from dkist_processing_core._process_group import GRACE_SECONDS
+from dkist_processing_core._process_group import ForwardedSignals
+from dkist_processing_core._process_group import LineClipper
+from dkist_processing_core._process_group import read_pieces
+from dkist_processing_core._process_group import signal_group
+from dkist_processing_core._process_group import start_in_session
 from dkist_processing_core.run_task import RECIPE_RUN_ID_VARIABLE
 from dkist_processing_core.run_task import parse_recipe_run_id
 
@@ -44,6 +57,7 @@ if TYPE_CHECKING:
 __all__ = [
     "ENGINES",
     "RunError",
+    "RunInterrupted",
     "RunSummary",
     "TaskResult",
     "default_log_root",
@@ -60,6 +74,14 @@ _BAD_INVOCATION = 2
 
 class RunError(RuntimeError):
     """The run could not be carried out (not: a task failed, which the summary reports)."""
+
+
+class RunInterrupted(KeyboardInterrupt):
+    """A run stopped by a signal before it had a summary (``--engine airflow``)."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
 
 
 @dataclass
@@ -95,6 +117,7 @@ class RunSummary:
     log_dir: Path | None = None
     interrupted: bool = False
     messages: list[str] = field(default_factory=list)
+    signal: int | None = None  # the signal that stopped the run
 
     def _with(self, state: str) -> list[TaskResult]:
         return [result for result in self.results if result.state == state]
@@ -141,6 +164,8 @@ class RunSummary:
         )
         if self.log_dir is not None:
             lines.append(f"Task logs: {self.log_dir}")
+        if self.signal is not None:
+            lines.append(f"The run was stopped by {signal.Signals(self.signal).name}.")
         lines += self.messages
         return "\n".join(lines)
 
@@ -192,7 +217,7 @@ class _Output:
 @dataclass
 class _Attempt:
     task_id: str
-    process: subprocess.Popen[str]
+    process: subprocess.Popen[bytes]
     started: float
 
 
@@ -224,9 +249,12 @@ class _LocalRun:
         ]  # never started, or waiting for a retry
         self.retry_at: dict[str, float] = {}
         self.running: dict[str, _Attempt] = {}
-        self.events: queue.Queue[tuple[str, int]] = queue.Queue()
+        # (task id, exit status) from the output threads; (None, signal number) from a signal
+        # handler. SimpleQueue.put may interrupt a get() in the same thread: safe in a handler.
+        self.events: queue.SimpleQueue[tuple[str | None, int]] = queue.SimpleQueue()
         self.stopping = False
         self.interrupted = False
+        self.signal: int | None = None
 
     # ---------------------------------------------------------------- scheduling
     def _ready(self, now: float) -> list[str]:
@@ -241,86 +269,99 @@ class _LocalRun:
         ]
 
     def execute(self) -> bool:
-        """Run until done; return False if interrupted (Ctrl-C).
+        """Run until done; return False if stopped by a signal (Ctrl-C, SIGTERM, SIGHUP).
 
         However it ends, no task process is left running.
         """
-        try:
-            while True:
-                now = time.monotonic()
-                if not self.stopping:
-                    for task_id in self._ready(now)[: self.jobs - len(self.running)]:
-                        self._start(task_id)
-                # Retries not yet due; one that is due but found no free slot waits for an event.
-                waits = (
-                    [] if self.stopping else [at - now for at in self.retry_at.values() if at > now]
-                )
-                if not self.running and not waits:
-                    break
-                timeout = min(waits) if waits else None
-                try:
-                    task_id, exit_code = self.events.get(timeout=timeout)
-                except queue.Empty:
-                    continue
-                self._finished(task_id, exit_code)
-        except KeyboardInterrupt:
-            self.interrupted = True
-            self.out.line("runner", "interrupted: stopping the running tasks")
-            self._stop_running()
-            return False
-        except BaseException:
-            self._stop_running()
-            raise
-        finally:
-            why = "the run was interrupted" if self.interrupted else "another task failed"
-            for task_id in self.pending:
-                result = self.results[task_id]
-                if result.attempts:  # waited for a retry when the run stopped
-                    result.state, result.note = FAILED, f"retry not run: {why}"
-                elif not result.note:
-                    result.state = SKIPPED
-                    result.note = f"not run: {why}" if self.stopping else "not run"
-        return True
-
-    def _stop_running(self) -> None:
-        """Terminate the running tasks, give them 10 s to end, then kill what is left."""
-        self.stopping = True
-        for attempt in self.running.values():
-            if attempt.process.poll() is None:
-                attempt.process.terminate()
-        deadline = time.monotonic() + 10
-        while self.running and time.monotonic() < deadline:
+        with ForwardedSignals(lambda signum: self.events.put((None, signum))):
             try:
-                task_id, exit_code = self.events.get(timeout=max(0.0, deadline - time.monotonic()))
+                return self._schedule()
+            except KeyboardInterrupt:  # SIGINT where the handler could not be installed
+                self._interrupt(signal.SIGINT)
+                return False
+            except BaseException:
+                self._stop_running(signal.SIGTERM)
+                raise
+            finally:
+                self._settle_pending()
+
+    def _schedule(self) -> bool:
+        while True:
+            now = time.monotonic()
+            if not self.stopping:
+                for task_id in self._ready(now)[: self.jobs - len(self.running)]:
+                    self._start(task_id)
+            # Retries not yet due; one that is due but found no free slot waits for an event.
+            waits = [] if self.stopping else [at - now for at in self.retry_at.values() if at > now]
+            if not self.running and not waits:
+                return True
+            try:
+                task_id, status = self.events.get(timeout=min(waits) if waits else None)
             except queue.Empty:
+                continue
+            if task_id is None:
+                self._interrupt(status)
+                return False
+            self._finished(task_id, status)
+
+    def _interrupt(self, signum: int) -> None:
+        self.interrupted, self.signal = True, signum
+        name = signal.Signals(signum).name
+        self.out.line("runner", f"interrupted: stopping the running tasks ({name})")
+        self._stop_running(signum)
+
+    def _settle_pending(self) -> None:
+        why = "the run was interrupted" if self.interrupted else "another task failed"
+        for task_id in self.pending:
+            result = self.results[task_id]
+            if result.attempts:  # waited for a retry when the run stopped
+                result.state, result.note = FAILED, f"retry not run: {why}"
+            elif not result.note:
+                result.state = SKIPPED
+                result.note = f"not run: {why}" if self.stopping else "not run"
+
+    def _stop_running(self, signum: int) -> None:
+        """Pass ``signum`` to the process group of every running task, give them the grace period
+        to end (a second signal ends the wait), then kill what is left of each group."""
+        self.stopping = True
+        stopped = list(self.running.values())
+        for attempt in stopped:
+            signal_group(attempt.process, signum)
+        deadline = time.monotonic() + GRACE_SECONDS
+        while self.running and (left := deadline - time.monotonic()) > 0:
+            try:
+                task_id, status = self.events.get(timeout=left)
+            except queue.Empty:
+                break
+            if task_id is None:  # asked again: stop waiting
                 break
             self.running.pop(task_id)
             result = self.results[task_id]
-            result.exit_code, result.ended = exit_code, time.time()
-            if exit_code == 0:  # had finished before it was told to stop
+            result.exit_code, result.ended = status, time.time()
+            if status == 0:  # had finished before it was told to stop
                 result.state = SUCCESS
             else:
                 result.state, result.note = FAILED, "interrupted"
         for task_id, attempt in self.running.items():
-            attempt.process.kill()
+            signal_group(attempt.process, signal.SIGKILL)
             attempt.process.wait()
             result = self.results[task_id]
             result.state, result.ended, result.note = FAILED, time.time(), "killed"
+        self.running.clear()
+        for attempt in stopped:  # whatever a task started and left behind in its group
+            signal_group(attempt.process, signal.SIGKILL)
 
     # ---------------------------------------------------------------- processes
     def _command(self, node: Node) -> list[str]:
+        # --opt=value: a name or version that starts with "-" is never read as an option.
         return [
             sys.executable,
             "-m",
             "dkist_processing_core.run_task",
-            "--module",
-            node.module_path,
-            "--task",
-            node.task_id,
-            "--workflow-name",
-            self.workflow.workflow_name,
-            "--workflow-version",
-            self.workflow.workflow_version,
+            f"--module={node.module_path}",
+            f"--task={node.task_id}",
+            f"--workflow-name={self.workflow.workflow_name}",
+            f"--workflow-version={self.workflow.workflow_version}",
         ]
 
     def _start(self, task_id: str) -> None:
@@ -333,23 +374,12 @@ class _LocalRun:
         started = time.time()
         if result.started is None:
             result.started = started
-        log = result.log_path.open("a", encoding="utf-8")
-        log.write(
-            f"--- {task_id} attempt {result.attempts} (recipe run {self.recipe_run_id}, {self.run_id})\n"
-        )
+        log = result.log_path.open("ab")
+        header = f"--- {task_id} attempt {result.attempts} (recipe run {self.recipe_run_id}, {self.run_id})\n"
+        log.write(header.encode("utf-8"))
         log.flush()
         try:
-            process = subprocess.Popen(
-                self._command(node),
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.STDOUT,
-                env=self.env,
-                text=True,
-                encoding="utf-8",
-                errors="replace",
-                bufsize=1,
-            )
+            process = start_in_session(self._command(node), self.env)
         except OSError as error:
             log.close()
             raise RunError(f"cannot start the process of task {task_id}: {error}") from error
@@ -360,13 +390,22 @@ class _LocalRun:
         threading.Thread(target=self._pump, args=(task_id, process, log), daemon=True).start()
         self.out.line("runner", f"started {task_id}{attempt_text}, pid {process.pid}")
 
-    def _pump(self, task_id: str, process: subprocess.Popen[str], log: IO[str]) -> None:
+    def _pump(self, task_id: str, process: subprocess.Popen[bytes], log: IO[bytes]) -> None:
         """Copy the task's output to its log and to the shared stream; always report its exit status."""
         assert process.stdout is not None
+        where = self.results[task_id].log_path
+        clipper = LineClipper(lambda left_out: f"... ({left_out} more bytes in {where})")
         try:
-            for raw in process.stdout:
-                log.write(raw if raw.endswith("\n") else raw + "\n")
-                self.out.line(task_id, raw.rstrip("\n"))
+            last = b"\n"
+            for piece in read_pieces(process.stdout):
+                log.write(piece)
+                last = piece
+                if (line := clipper.feed(piece)) is not None:
+                    self.out.line(task_id, line)
+            if not last.endswith(b"\n"):
+                log.write(b"\n")
+            if (line := clipper.finish()) is not None:
+                self.out.line(task_id, line)
         finally:
             log.close()
             process.stdout.close()  # if the copy failed: a task writing more gets EPIPE, not a full pipe
@@ -486,8 +525,9 @@ def run_local(
     jobs = _check_jobs(jobs)
     workflow.check_dag()
     run_id = run_id or local_run_id()
+    # Absolute from here on: task processes, file URIs and the summary all see the same folder.
     folder = (
-        Path(log_dir)
+        Path(log_dir).expanduser().absolute()
         if log_dir is not None
         else default_log_root() / workflow.dag_name / _path_safe(run_id)
     )
@@ -522,6 +562,7 @@ def run_local(
         duration=time.monotonic() - started,
         log_dir=folder,
         interrupted=not completed,
+        signal=run.signal,
     )
 
 
@@ -548,7 +589,7 @@ def run_airflow(
     return _airflow_engine.run(
         workflow,
         parse_recipe_run_id(recipe_run_id),
-        wheelhouse=None if wheelhouse is None else Path(wheelhouse),
+        wheelhouse=None if wheelhouse is None else Path(wheelhouse).expanduser().absolute(),
         output=_Output(stream or sys.stdout),
         env=dict(os.environ if env is None else env),
         keep=keep,

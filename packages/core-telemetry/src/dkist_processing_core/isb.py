@@ -50,8 +50,10 @@ from typing import TYPE_CHECKING
 from typing import Any
 
 from dkist_processing_core.isb_outbox import ENVELOPE_FORMAT
+from dkist_processing_core.isb_outbox import InvalidMessageError
 from dkist_processing_core.isb_outbox import Outbox
 from dkist_processing_core.isb_outbox import OutboxError
+from dkist_processing_core.isb_outbox import check_envelope
 from dkist_processing_core.isb_outbox import default_isb_outbox_dir
 
 if TYPE_CHECKING:
@@ -62,6 +64,7 @@ __all__ = [
     "FAILURE_QUEUE",
     "FAILURE_ROUTING_KEY",
     "FlushResult",
+    "InvalidMessageError",
     "IsbTarget",
     "PublishResult",
     "RetryPolicy",
@@ -84,6 +87,24 @@ _MIN_ATTEMPT_SECONDS = 0.2
 _CONNECT_TIMEOUT_MAX = 10.0
 # How often a flush looks again at messages other drainers hold.
 _CLAIM_POLL_SECONDS = 0.1
+#: Ranges of the numbers that steer publishing (docs/decisions.md; the configuration checks the
+#: same): time bounds in (0, MAX_SECONDS]; retry delays, jitter and max delay in [0, MAX_SECONDS];
+#: backoff in [1, MAX_BACKOFF]; tries -1 (until the time bound) or 1 to MAX_TRIES.
+MAX_SECONDS = 3600.0
+MAX_BACKOFF = 100.0
+MAX_TRIES = 10_000
+
+
+def _seconds(value: object, what: str, *, positive: bool = False) -> float:
+    """``value`` as seconds if it is a finite number in range, else ValueError naming ``what``."""
+    number = value if isinstance(value, int | float) and not isinstance(value, bool) else math.nan
+    low_ok = number > 0 if positive else number >= 0
+    if not (math.isfinite(number) and low_ok and number <= MAX_SECONDS):
+        low = "> 0" if positive else ">= 0"
+        raise ValueError(
+            f"{what} must be a number of seconds {low} and <= {MAX_SECONDS:g}, got {value!r}"
+        )
+    return float(number)
 
 
 @dataclass(frozen=True)
@@ -95,6 +116,29 @@ class RetryPolicy:
     jitter: tuple[float, float] = (0.0, 1.0)
     max_delay: float = 30.0
     tries: int = -1  # attempts in all; -1: until the time bound
+
+    def __post_init__(self) -> None:
+        _seconds(self.delay, "RetryPolicy delay (retry_delay of RETRY_CONFIG)")
+        _seconds(self.max_delay, "RetryPolicy max_delay (retry_max_delay of RETRY_CONFIG)")
+        jitter = "RetryPolicy jitter (retry_jitter of RETRY_CONFIG)"
+        if not (isinstance(self.jitter, tuple | list) and len(self.jitter) == 2):
+            raise ValueError(f"{jitter} must be two numbers of seconds, got {self.jitter!r}")
+        for bound in self.jitter:
+            _seconds(bound, jitter)
+        backoff = self.backoff
+        if isinstance(backoff, bool) or not (
+            isinstance(backoff, int | float) and 1 <= backoff <= MAX_BACKOFF
+        ):
+            raise ValueError(
+                "RetryPolicy backoff (retry_backoff of RETRY_CONFIG) must be a number >= 1 and "
+                f"<= {MAX_BACKOFF:g}, got {backoff!r}"
+            )
+        tries = self.tries
+        if type(tries) is not int or not (tries == -1 or 1 <= tries <= MAX_TRIES):
+            raise ValueError(
+                "RetryPolicy tries (retry_tries of RETRY_CONFIG) must be -1 (until the time "
+                f"bound) or an integer from 1 to {MAX_TRIES}, got {tries!r}"
+            )
 
     @classmethod
     def from_config(cls, retry: RetryConfig) -> RetryPolicy:
@@ -139,6 +183,17 @@ class IsbTarget:
     publish_timeout: float = 30.0
     outbox_dir: Path = field(default_factory=default_isb_outbox_dir)
     retry: RetryPolicy = field(default_factory=RetryPolicy)
+
+    def __post_init__(self) -> None:
+        _seconds(
+            self.publish_timeout, "IsbTarget publish_timeout (ISB_PUBLISH_TIMEOUT)", positive=True
+        )
+        if type(self.port) is not int or not 1 <= self.port <= 65535:
+            raise ValueError(
+                f"IsbTarget port must be an integer from 1 to 65535, got {self.port!r}"
+            )
+        if not isinstance(self.retry, RetryPolicy):
+            raise ValueError(f"IsbTarget retry must be a RetryPolicy, got {self.retry!r}")
 
     @classmethod
     def from_configuration(
@@ -206,12 +261,17 @@ def publish(
     """Publish ``body`` as one persistent JSON message; never raises for broker problems.
 
     Returns within ``target.publish_timeout`` seconds. ``message_id`` defaults to
-    ``body["conversationId"]`` or a new uuid.
+    ``body["conversationId"]`` or a new uuid. A message that no broker can ever accept (a message
+    id over 255 bytes of UTF-8, a body that is not strict JSON or is over 1 MiB) raises
+    :class:`InvalidMessageError` before any work, as does a body that is not JSON-serialisable
+    (``TypeError``): both are programming errors, and keeping such a message would block nothing
+    but never deliver it either.
     """
     started = time.monotonic()
     target = target or IsbTarget.from_configuration()
     body = dict(body)
     json.dumps(body)  # not JSON-serialisable: a programming error, raised before any work
+    source = "message_id" if message_id else "message_id (from conversationId)"
     message_id = message_id or str(body.get("conversationId") or uuid.uuid4().hex)
     envelope = {
         "format": ENVELOPE_FORMAT,
@@ -221,6 +281,11 @@ def publish(
         "routing_key": target.routing_key,
         "body": body,
     }
+    try:
+        check_envelope(envelope)
+    except InvalidMessageError as error:
+        text = str(error).replace("field 'message_id'", source)
+        raise InvalidMessageError(f"ISB message not published: {text}") from None
     outbox = target.outbox
     own_path: Path | None
     try:
@@ -285,11 +350,13 @@ def publish(
 def flush_outbox(target: IsbTarget | None = None, *, timeout: float | None = None) -> FlushResult:
     """Send every message of the outbox, oldest first; returns within ``timeout`` seconds.
 
-    ``timeout`` defaults to the target's ``publish_timeout``. Messages another drainer holds are
-    waited for (until ``timeout``), since a drainer that fails releases them undelivered. Never
-    raises for broker problems.
+    ``timeout`` defaults to the target's ``publish_timeout``; like it, a number of seconds > 0 and
+    <= 3600 (else ValueError). Messages another drainer holds are waited for (until ``timeout``),
+    since a drainer that fails releases them undelivered. Never raises for broker problems.
     """
     started = time.monotonic()
+    if timeout is not None:
+        timeout = _seconds(timeout, "flush_outbox timeout (isb flush --timeout)", positive=True)
     target = target or IsbTarget.from_configuration()
     bound = target.publish_timeout if timeout is None else timeout
     outbox = target.outbox
@@ -437,7 +504,8 @@ class _Run:
             for path in pending:
                 if not self._in_time():
                     break
-                sent += self._deliver(channel, path)
+                if path not in self.outbox.unmovable:
+                    sent += self._deliver(channel, path)
         finally:
             self.outbox.sync()
         return sent
@@ -464,7 +532,8 @@ class _Run:
         while self._in_time():
             if self._drain_once(channel):
                 continue
-            if not self.outbox.pending() or self.stop.wait(_CLAIM_POLL_SECONDS):
+            waiting = [p for p in self.outbox.pending() if p not in self.outbox.unmovable]
+            if not waiting or self.stop.wait(_CLAIM_POLL_SECONDS):
                 return
             channel.keep_alive()
 
@@ -475,6 +544,7 @@ class _Channel:
     def __init__(self, target: IsbTarget, remaining: float) -> None:
         self.target = target
         self.remaining = remaining
+        self.deadline = time.monotonic() + remaining
         self.connection: Any = None
         self.channel: Any = None
 
@@ -516,6 +586,7 @@ class _Channel:
                 f"ISB broker {target.broker} refused user {target.username!r} access to virtual "
                 f"host {target.virtual_host!r} ({_reply_text(error)})"
             ) from None
+        self._abort_at_deadline()
         try:
             channel = self.connection.channel()
             if target.exchange:
@@ -542,6 +613,31 @@ class _Channel:
             raise
         self.channel = channel
         return self
+
+    def _abort_at_deadline(self) -> None:
+        """Cut the connection when the time is up, whatever pika is waiting for.
+
+        A broker that goes silent after the handshake (mid-publish, mid-declare) would hold this
+        thread until heartbeats notice: the bound plus 5 s and more, up to two minutes. The timer
+        runs on pika's I/O loop, the hook pika's own heartbeat checker uses to end a dead
+        connection; without that hook (another pika), the heartbeats still end it.
+        """
+        impl = getattr(self.connection, "_impl", None)
+        call_later = getattr(impl, "_adapter_call_later", None)
+        terminate = getattr(impl, "_terminate_stream", None)
+        if call_later is None or terminate is None:  # pragma: no cover - pika 1.3/1.4 have both
+            return
+        import pika.exceptions
+
+        def abort() -> None:
+            if impl.is_closed:
+                return
+            try:
+                terminate(pika.exceptions.StreamLostError("ISB time bound reached"))
+            except Exception:  # pragma: no cover - a connection already going down
+                logger.debug("aborting the ISB connection failed", exc_info=True)
+
+        call_later(max(0.0, self.deadline - time.monotonic()), abort)
 
     def publish(self, envelope: Mapping[str, Any]) -> None:
         """Publish and wait for the confirm; raises on nack, return or lost connection."""

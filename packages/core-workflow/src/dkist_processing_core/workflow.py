@@ -43,8 +43,8 @@ __all__ = [
 
 #: Concurrent DAG runs (recipe runs) of one workflow version; Airflow's own default.
 DEFAULT_MAX_ACTIVE_RUNS = 16
-#: Upper bound of max_active_runs: Airflow keeps it in a 32-bit column, and a larger number of
-#: concurrent recipe runs of one workflow version is a typo, not a plan.
+#: Largest max_active_runs: far above any real need, far below the 32-bit column the scheduler
+#: stores it in (10**30 used to validate and then break `airflow dags reserialize`).
 MAX_ACTIVE_RUNS_LIMIT = 10_000
 #: Airflow's limit on the length of a DAG tag.
 MAX_TAG_LENGTH = 100
@@ -87,7 +87,7 @@ def _check_importable(package: str) -> None:
 def _validate_max_active_runs(value: object) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_ACTIVE_RUNS_LIMIT:
         raise WorkflowError(
-            f"max_active_runs must be an int from 1 to {MAX_ACTIVE_RUNS_LIMIT}, got {value!r}"
+            f"max_active_runs must be an int >= 1 and <= {MAX_ACTIVE_RUNS_LIMIT}, got {value!r:.40}"
         )
     return value
 
