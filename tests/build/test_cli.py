@@ -122,7 +122,7 @@ def test_export_dags_into_a_folder_with_a_user_file(cli):
 def test_export_dags_refuses_the_filesystem_root(cli):
     refused = cli("export-dags", EXAMPLE_PACKAGE, "/")
     assert refused.returncode == 1
-    assert refused.stderr_lines[-1].startswith("dkist-processing-core: error: / is a filesystem root")
+    assert refused.stderr_lines[-1].startswith("dkist-processing-core: error: refusing to export into /: it is a filesystem root")
 
 
 def test_export_dags_of_a_broken_package_writes_nothing(cli):

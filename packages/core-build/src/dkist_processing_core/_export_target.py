@@ -69,8 +69,8 @@ def _check_target(target: Path) -> None:
     resolved = target.resolve()
     if resolved.parent == resolved or resolved in _SYSTEM_FOLDERS or resolved == Path.home().resolve():
         raise ExportTargetError(
-            f"{target} is a filesystem root, a system folder or the home folder; "
-            "export into a folder of its own (e.g. ./dags)"
+            f"refusing to export into {target}: it is a filesystem root, a system folder or the "
+            "home folder; export into a folder of its own (e.g. ./dags)"
         )
     if target.exists() and not target.is_dir():
         raise ExportTargetError(

@@ -18,10 +18,11 @@ from pydantic import model_validator
 
 __all__ = ["DEFAULT_MESH_SERVICE", "MAX_RETRY_SECONDS", "MeshService", "RetryConfig"]
 
-#: Upper bound of every delay in ``RETRY_CONFIG`` (one day): larger values are a typo, not a policy.
-MAX_RETRY_SECONDS = 86_400
-#: Upper bound of ``retry_tries`` and ``retry_backoff``.
-_MAX_TRIES = 1_000_000
+#: Upper bound of every delay in ``RETRY_CONFIG`` (one hour; ``dkist_processing_core.isb`` checks
+#: the same): larger values are a typo, not a policy.
+MAX_RETRY_SECONDS = 3600
+#: Upper bounds of ``retry_tries`` and ``retry_backoff``.
+_MAX_TRIES = 10_000
 _MAX_BACKOFF = 100
 
 
@@ -67,7 +68,7 @@ def _whole_as_int(value: float) -> float:
 class RetryConfig(BaseModel):
     """Retry policy (``RETRY_CONFIG``): delay, exponential backoff, jitter and limits, in seconds.
 
-    Defaults and names are the seed's. Every number must be finite; delays are at most one day.
+    Defaults and names are the seed's. Every number must be finite; delays are at most one hour.
     """
 
     retry_delay: float = Field(default=1, ge=0, le=MAX_RETRY_SECONDS, description="Seconds before the first retry")

@@ -145,6 +145,9 @@ def _bash_task(task_id, module, requirement, queue, pool, retries, retry_delay_s
             task_name=task_id,
         ),
     )
+    # Values are data, never template file names: without this a value ending in .sh or .bash
+    # (a workflow called "stage.sh") would be replaced by a file of that name from the DAG folder.
+    operator.template_ext = ()
     for upstream in upstreams:
         dag.get_task(upstream) >> operator
     return operator

@@ -1,7 +1,4 @@
-"""Issue 14, for the lead's config.py: failing tests, marked strict xfail until config.py changes.
-
-Remove a marker once its test passes (strict: an unexpected pass fails the suite, so that the
-marker cannot outlive the fix). The ranges are the ones ``dkist_processing_core.isb`` checks for
+"""Numbers and secrets of the configuration (issue 14). The ranges are the ones ``dkist_processing_core.isb`` checks for
 the same numbers (``isb.MAX_SECONDS``, ``MAX_BACKOFF``, ``MAX_TRIES``):
 
 - ``ISB_PUBLISH_TIMEOUT``: finite, > 0 and <= 3600 (``Field(gt=0, le=3600, allow_inf_nan=False)``)
@@ -22,8 +19,6 @@ from dkist_processing_core.config import ConfigurationError
 from dkist_processing_core.config import DKISTProcessingCoreConfiguration
 from dkist_processing_core.config import is_secret_field
 from pydantic import BaseModel
-
-LEAD = pytest.mark.xfail(strict=True, reason="issue 14: needs the lead's change in config.py")
 
 ACCEPTED_TODAY = [
     ("ISB_PUBLISH_TIMEOUT", "inf"),
@@ -46,7 +41,6 @@ ACCEPTED_TODAY = [
 ]
 
 
-@LEAD
 @pytest.mark.parametrize(("variable", "value"), ACCEPTED_TODAY)
 def test_a_number_out_of_its_range_is_refused_naming_the_variable(monkeypatch, variable, value):
     monkeypatch.setenv(variable, value)
@@ -74,7 +68,6 @@ def test_the_ends_of_the_ranges_are_accepted(monkeypatch, variable, value):
     DKISTProcessingCoreConfiguration()
 
 
-@LEAD
 @pytest.mark.parametrize(
     "name",
     [
@@ -102,7 +95,6 @@ class _ClientConfiguration(DKISTProcessingCoreConfiguration):
     database_url: str = "postgresql://bob:db-url-password@db.example:5432/recipes"
 
 
-@LEAD
 def test_key_credential_private_fields_and_url_user_info_never_show():
     configuration = _ClientConfiguration()
     shown = [repr(configuration), str(configuration), repr(configuration.masked_dump())]

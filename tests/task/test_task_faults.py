@@ -1,4 +1,4 @@
-"""Issue 14, for the lead's task.py / run_task.py: failing tests, strict xfail until those change.
+"""Task runtime defects of issue 14: the task error in the one-line message, int64 ids, the file limit.
 
 - A subclass ``__exit__`` that raises after the task failed replaced the task's own error in the
   one-line message (``task X failed: ...``); the line must name the task's error (the ``__exit__``
@@ -21,10 +21,6 @@ from helpers.task_modules import run_task_process
 from helpers.task_modules import unique_module_name
 from helpers.task_modules import write_module
 
-LEAD = pytest.mark.xfail(
-    strict=True, reason="issue 14: needs the lead's change in task.py/run_task.py"
-)
-
 TASKS = """
 from dkist_processing_core import TaskBase
 
@@ -39,7 +35,6 @@ class ExitBreaks(TaskBase):
 """
 
 
-@LEAD
 def test_an_exit_that_raises_after_a_failure_does_not_hide_the_task_error(tmp_path):
     module = unique_module_name("exit_tasks")
     write_module(tmp_path, module, TASKS)
@@ -50,7 +45,6 @@ def test_an_exit_that_raises_after_a_failure_does_not_hide_the_task_error(tmp_pa
     assert "RuntimeError: calibration diverged" in line
 
 
-@LEAD
 @pytest.mark.parametrize("raw", [2**63, str(2**63), 10**30])
 def test_a_recipe_run_id_beyond_int64_is_refused(raw):
     with pytest.raises(InvocationError, match="recipe run id"):
@@ -61,7 +55,6 @@ def test_the_largest_int64_recipe_run_id_is_accepted():
     assert parse_recipe_run_id(str(2**63 - 1)) == 2**63 - 1
 
 
-@LEAD
 def test_the_soft_file_descriptor_limit_is_never_lowered(tmp_path):
     code = """
         import resource

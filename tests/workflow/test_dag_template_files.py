@@ -1,4 +1,4 @@
-"""Issue 14, for the lead's export/dag.py: a failing test, strict xfail until the DAG file changes.
+"""Values ending in .sh or .bash in the DAG file are data, not template file names (issue 14).
 
 BashOperator's ``template_ext`` is ``(".sh", ".bash")``: a templated value (``env`` values, and
 ``bash_command``) ending in one of those is taken as the name of a template file and replaced by
@@ -15,10 +15,6 @@ from types import SimpleNamespace
 import pytest
 from dkist_processing_core import Workflow
 
-LEAD = pytest.mark.xfail(strict=True, reason="issue 14: needs the lead's change in export/dag.py")
-
-
-@LEAD
 def test_a_value_ending_in_sh_is_not_read_as_a_template_file_from_the_dag_folder(
     pipeline, tmp_path
 ):
