@@ -26,7 +26,7 @@ def mask_url_user_info(text: str) -> str:
 
 
 def is_secret_field(name: str) -> bool:
-    """True for field names that hold a secret (contain pass, secret or token)."""
+    """True for field names that hold a secret (contain pass, secret, token, key, credential or private)."""
     lowered = name.lower()
     return any(marker in lowered for marker in _SECRET_MARKERS)
 
