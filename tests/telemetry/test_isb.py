@@ -18,7 +18,9 @@ from dkist_processing_core.config import DKISTProcessingCoreConfiguration
 from dkist_processing_core.isb import FAILURE_QUEUE
 from dkist_processing_core.isb import FAILURE_ROUTING_KEY
 from dkist_processing_core.isb import IsbTarget
-from dkist_processing_core.isb import RetryPolicy
+from dkist_processing_core._isb_delivery import retry_allows
+from dkist_processing_core._isb_delivery import retry_delay
+from dkist_processing_core.config import RetryConfig
 from dkist_processing_core.isb import flush_outbox
 from dkist_processing_core.isb import publish
 from dkist_processing_core.isb_outbox import InvalidMessageError
@@ -307,8 +309,9 @@ def test_target_from_configuration(monkeypatch, tmp_path):
     )
     assert (FAILURE_QUEUE, FAILURE_ROUTING_KEY) == ("recipe.run.failure.q", "recipe.run.failure.m")
     assert target.publish_timeout == 7.5 and target.outbox_dir == tmp_path / "box"
-    assert (target.retry.delay, target.retry.backoff, target.retry.jitter) == (0.5, 3.0, (0.1, 0.2))
-    assert (target.retry.max_delay, target.retry.tries) == (4.0, 5)
+    retry = target.retry
+    assert (retry.retry_delay, retry.retry_backoff, retry.retry_jitter) == (0.5, 3.0, (0.1, 0.2))
+    assert (retry.retry_max_delay, retry.retry_tries) == (4.0, 5)
     assert "do-not-show" not in repr(target)
 
 
@@ -341,25 +344,33 @@ def test_retry_tries_limits_attempts(names, tmp_path):
             names,
             tmp_path / "outbox",
             port=proxy.port,
-            retry=RetryPolicy(delay=0.01, jitter=(0.0, 0.0), tries=3),
+            retry=RetryConfig(retry_delay=0.01, retry_jitter=(0.0, 0.0), retry_tries=3),
         )
         result = publish(body(), target)
     assert result.attempts == 3 and not result.delivered
 
 
 def test_backoff_grows_and_is_capped():
-    policy = RetryPolicy(delay=1, backoff=2, jitter=(0, 0), max_delay=5)
-    assert [policy.delay_after(n) for n in range(1, 6)] == [1, 2, 4, 5, 5]
-    jittery = RetryPolicy(delay=1, backoff=1, jitter=(0.5, 0.25), max_delay=10)
-    assert all(1.25 <= jittery.delay_after(1) <= 1.5 for _ in range(50))
-    assert RetryPolicy(tries=-1).allows(10_000) and not RetryPolicy(tries=2).allows(2)
+    policy = RetryConfig(retry_delay=1, retry_backoff=2, retry_jitter=(0, 0), retry_max_delay=5)
+    assert [retry_delay(policy, n) for n in range(1, 6)] == [1, 2, 4, 5, 5]
+    # (RetryConfig refuses a reversed jitter range, which RetryPolicy used to sort)
+    jittery = RetryConfig(retry_delay=1, retry_backoff=1, retry_jitter=(0.25, 0.5), retry_max_delay=10)
+    assert all(1.25 <= retry_delay(jittery, 1) <= 1.5 for _ in range(50))
+    assert retry_allows(RetryConfig(retry_tries=-1), 10_000) and not retry_allows(RetryConfig(retry_tries=2), 2)
+
+
+def test_isb_time_limit_is_retry_configs():
+    from dkist_processing_core._settings_models import MAX_RETRY_SECONDS
+    from dkist_processing_core.isb import MAX_SECONDS
+
+    assert MAX_SECONDS == MAX_RETRY_SECONDS
 
 
 def test_backoff_survives_a_long_series_of_fast_failures():
     # A refused port fails in microseconds: with no delay and no jitter, a 30 s bound makes
     # thousands of attempts, and backoff ** attempts outgrows a float.
-    assert RetryPolicy(delay=0.5, backoff=2, jitter=(0, 0), max_delay=5).delay_after(5_000) == 5
-    assert RetryPolicy(delay=0, backoff=2, jitter=(0, 0), max_delay=5).delay_after(5_000) == 0
+    assert retry_delay(RetryConfig(retry_delay=0.5, retry_backoff=2, retry_jitter=(0, 0), retry_max_delay=5), 5_000) == 5
+    assert retry_delay(RetryConfig(retry_delay=0, retry_backoff=2, retry_jitter=(0, 0), retry_max_delay=5), 5_000) == 0
 
 
 def test_importing_the_module_does_not_load_pika_or_the_configuration():
@@ -453,28 +464,28 @@ def test_publish_timeout_out_of_range_is_refused_naming_the_setting(tmp_path, va
 @pytest.mark.parametrize(
     ("fields", "named"),
     [
-        ({"jitter": (math.nan, 1.0)}, "retry_jitter"),
-        ({"jitter": (0.0, math.inf)}, "retry_jitter"),
-        ({"jitter": (-1.0, 1.0)}, "retry_jitter"),
-        ({"delay": math.inf}, "retry_delay"),
-        ({"delay": float("1e400")}, "retry_delay"),
-        ({"delay": math.nan}, "retry_delay"),
-        ({"delay": -0.5}, "retry_delay"),
-        ({"backoff": math.nan}, "retry_backoff"),
-        ({"backoff": 0.5}, "retry_backoff"),
-        ({"backoff": 1e300}, "retry_backoff"),
-        ({"max_delay": math.inf}, "retry_max_delay"),
-        ({"max_delay": math.nan}, "retry_max_delay"),
-        ({"tries": 0}, "retry_tries"),
-        ({"tries": -2}, "retry_tries"),
-        ({"tries": 10**30}, "retry_tries"),
-        ({"tries": True}, "retry_tries"),
-        ({"tries": 2.5}, "retry_tries"),
+        ({"retry_jitter": (math.nan, 1.0)}, "retry_jitter"),
+        ({"retry_jitter": (0.0, math.inf)}, "retry_jitter"),
+        ({"retry_jitter": (-1.0, 1.0)}, "retry_jitter"),
+        ({"retry_delay": math.inf}, "retry_delay"),
+        ({"retry_delay": float("1e400")}, "retry_delay"),
+        ({"retry_delay": math.nan}, "retry_delay"),
+        ({"retry_delay": -0.5}, "retry_delay"),
+        ({"retry_backoff": math.nan}, "retry_backoff"),
+        ({"retry_backoff": 0.5}, "retry_backoff"),
+        ({"retry_backoff": 1e300}, "retry_backoff"),
+        ({"retry_max_delay": math.inf}, "retry_max_delay"),
+        ({"retry_max_delay": math.nan}, "retry_max_delay"),
+        ({"retry_tries": 0}, "retry_tries"),
+        ({"retry_tries": -2}, "retry_tries"),
+        ({"retry_tries": 10**30}, "retry_tries"),
+        ({"retry_tries": True}, "retry_tries"),
+        ({"retry_tries": 2.5}, "retry_tries"),
     ],
 )
 def test_retry_policy_out_of_range_is_refused_naming_the_setting(fields, named):
-    with pytest.raises(ValueError, match=rf"{named} of RETRY_CONFIG"):
-        RetryPolicy(**fields)
+    with pytest.raises(ValueError, match=rf"{named}\n"):
+        RetryConfig(**fields)
 
 
 @pytest.mark.parametrize("port", [0, 65536, -1, True])

@@ -14,7 +14,6 @@ from typing import Any
 from pydantic import BaseModel
 from pydantic import Field
 from pydantic import field_validator
-from pydantic import model_validator
 
 __all__ = ["DEFAULT_MESH_SERVICE", "MAX_RETRY_SECONDS", "MeshService", "RetryConfig"]
 
@@ -83,9 +82,11 @@ class RetryConfig(BaseModel):
         default=-1, ge=-1, le=_MAX_TRIES, description="Attempts in all; -1 means until the time bound"
     )
 
-    @field_validator("retry_delay", "retry_backoff", "retry_max_delay", mode="before")
+    @field_validator("retry_delay", "retry_backoff", "retry_max_delay", "retry_tries", mode="before")
     @classmethod
-    def _finite(cls, value: Any) -> Any:
+    def _finite_number(cls, value: Any) -> Any:
+        if isinstance(value, bool):
+            raise ValueError("must be a number, not a bool")
         if isinstance(value, float) and not math.isfinite(value):
             raise ValueError("must be a finite number")
         return value
@@ -105,8 +106,9 @@ class RetryConfig(BaseModel):
             raise ValueError(f"retry_jitter must be [low, high] with 0 <= low <= high <= {MAX_RETRY_SECONDS}")
         return _whole_as_int(low), _whole_as_int(high)
 
-    @model_validator(mode="after")
-    def _tries_not_zero(self) -> RetryConfig:
-        if self.retry_tries == 0:
+    @field_validator("retry_tries")
+    @classmethod
+    def _tries_not_zero(cls, value: int) -> int:
+        if value == 0:
             raise ValueError("retry_tries must be -1 (until the time bound) or at least 1")
-        return self
+        return value
