@@ -17,6 +17,8 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
+from dkist_processing_core.errors import DKISTProcessingCoreError
+
 __all__ = ["ExportTargetError", "StagedExport", "staged_export"]
 
 # Folders an export must never write into (nor stage a folder next to): system locations.
@@ -29,7 +31,7 @@ _SYSTEM_FOLDERS = frozenset(
 )
 
 
-class ExportTargetError(ValueError):
+class ExportTargetError(DKISTProcessingCoreError, ValueError):
     """The export target cannot be used (not a folder, a filesystem root or a system folder)."""
 
 

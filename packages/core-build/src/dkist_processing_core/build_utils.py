@@ -39,6 +39,8 @@ from dkist_processing_core._dockerfile import notebook_dockerfile
 from dkist_processing_core._export_target import ExportTargetError
 from dkist_processing_core._export_target import staged_export
 from dkist_processing_core._mermaid import mermaid_flowchart
+from dkist_processing_core.errors import DKISTProcessingCoreError
+from dkist_processing_core.errors import UsageError
 from dkist_processing_core.node import DOTTED_NAME_RE
 
 if TYPE_CHECKING:
@@ -79,15 +81,15 @@ class Problem:
         return f"{self.kind}: {self.subject}: {self.message}"
 
 
-class UnknownPackageError(LookupError):
+class UnknownPackageError(UsageError, LookupError):
     """The pipeline package cannot be found in this environment."""
 
 
-class WorkflowNotFoundError(LookupError):
+class WorkflowNotFoundError(UsageError, LookupError):
     """No workflow (or more than one) of the package matches the requested name."""
 
 
-class WorkflowValidationError(Exception):
+class WorkflowValidationError(DKISTProcessingCoreError):
     """The workflows of a package have problems; ``problems`` lists all of them."""
 
     def __init__(self, package: str, problems: list[Problem]) -> None:

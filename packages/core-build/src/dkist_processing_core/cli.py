@@ -21,6 +21,11 @@ import traceback
 from pathlib import Path
 from typing import NoReturn
 
+from dkist_processing_core.errors import EXIT_FAILURE
+from dkist_processing_core.errors import EXIT_USAGE
+from dkist_processing_core.errors import DKISTProcessingCoreError
+from dkist_processing_core.errors import UsageError
+
 __all__ = [
     "EXIT_FAILURE",
     "EXIT_INTERRUPTED",
@@ -32,11 +37,7 @@ __all__ = [
 ]
 
 PROG = "dkist-processing-core"
-EXIT_OK, EXIT_FAILURE, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
-
-
-class UsageError(Exception):
-    """The command line asks for something that cannot be done (exit status 2)."""
+EXIT_OK, EXIT_INTERRUPTED = 0, 130
 
 
 class _Parser(argparse.ArgumentParser):
@@ -464,22 +465,12 @@ def build_parser() -> argparse.ArgumentParser:
 # ------------------------------------------------------------------------------------ main
 def _failure_lines(error: BaseException) -> tuple[int, list[str]]:
     """Exit status and the lines to print for an error raised by a command."""
-    from dkist_processing_core._export_target import ExportTargetError
-    from dkist_processing_core.build_utils import UnknownPackageError
-    from dkist_processing_core.build_utils import WorkflowNotFoundError
     from dkist_processing_core.build_utils import WorkflowValidationError
 
-    if isinstance(error, UsageError | UnknownPackageError | WorkflowNotFoundError):
-        return EXIT_USAGE, [f"{PROG}: error: {_message(error)}"]
     if isinstance(error, WorkflowValidationError):
-        return EXIT_FAILURE, [f"{PROG}: validation failed: {_message(error)}"]
-    if isinstance(error, ExportTargetError):
-        return EXIT_FAILURE, [f"{PROG}: error: {_message(error)}"]
-    from dkist_processing_core.config import ConfigurationError
-    from dkist_processing_core.runner import RunError
-
-    if isinstance(error, RunError | ConfigurationError):
-        return EXIT_FAILURE, [f"{PROG}: error: {_message(error)}"]
+        return error.exit_status, [f"{PROG}: validation failed: {_message(error)}"]
+    if isinstance(error, DKISTProcessingCoreError):
+        return error.exit_status, [f"{PROG}: error: {_message(error)}"]
     return EXIT_FAILURE, [
         f"{PROG}: error: {type(error).__name__}: {_message(error)} (run with --debug for the traceback)"
     ]

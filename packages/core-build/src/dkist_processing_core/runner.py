@@ -47,6 +47,7 @@ from dkist_processing_core._process_group import LineClipper
 from dkist_processing_core._process_group import read_pieces
 from dkist_processing_core._process_group import signal_group
 from dkist_processing_core._process_group import start_in_session
+from dkist_processing_core.errors import DKISTProcessingCoreError
 from dkist_processing_core.run_task import RECIPE_RUN_ID_VARIABLE
 from dkist_processing_core.run_task import parse_recipe_run_id
 
@@ -72,7 +73,7 @@ SUCCESS, FAILED, SKIPPED = "success", "failed", "skipped"
 _BAD_INVOCATION = 2
 
 
-class RunError(RuntimeError):
+class RunError(DKISTProcessingCoreError, RuntimeError):
     """The run could not be carried out (not: a task failed, which the summary reports)."""
 
 

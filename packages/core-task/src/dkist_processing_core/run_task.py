@@ -22,6 +22,8 @@ import traceback
 from importlib import import_module
 from typing import TYPE_CHECKING
 
+from dkist_processing_core.errors import UsageError
+
 if TYPE_CHECKING:
     from dkist_processing_core.task import TaskBase
 
@@ -30,7 +32,7 @@ __all__ = ["RECIPE_RUN_ID_VARIABLE", "InvocationError", "load_task_class", "main
 RECIPE_RUN_ID_VARIABLE = "RECIPE_RUN_ID"
 
 
-class InvocationError(ValueError):
+class InvocationError(UsageError, ValueError):
     """The task cannot be started as asked (bad recipe run id, unknown task)."""
 
 

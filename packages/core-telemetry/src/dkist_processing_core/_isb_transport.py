@@ -17,6 +17,8 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING
 from typing import Any
 
+from dkist_processing_core.errors import DKISTProcessingCoreError
+
 if TYPE_CHECKING:
     from dkist_processing_core._isb_target import IsbTarget
 
@@ -30,7 +32,7 @@ APP_ID = "dkist-processing-core"
 _CONNECT_TIMEOUT_MAX = 10.0
 
 
-class FatalBrokerError(Exception):
+class FatalBrokerError(DKISTProcessingCoreError):
     """An error that waiting will not fix (credentials, permissions, contradicting topology)."""
 
 

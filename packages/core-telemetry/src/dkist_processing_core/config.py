@@ -27,6 +27,7 @@ from dkist_processing_core._masking import masked
 from dkist_processing_core._settings_models import DEFAULT_MESH_SERVICE
 from dkist_processing_core._settings_models import MeshService
 from dkist_processing_core._settings_models import RetryConfig
+from dkist_processing_core.errors import DKISTProcessingCoreError
 from dkist_processing_core.isb_outbox import default_isb_outbox_dir
 from pydantic import Field
 from pydantic import ValidationError
@@ -65,7 +66,7 @@ MAX_FILE_DESCRIPTORS_LIMIT = 2**31 - 1
 MAX_ISB_PUBLISH_TIMEOUT = 3600.0
 
 
-class ConfigurationError(ValueError):
+class ConfigurationError(DKISTProcessingCoreError, ValueError):
     """An environment variable holds a value that cannot be used."""
 
 

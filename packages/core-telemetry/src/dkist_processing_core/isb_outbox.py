@@ -34,6 +34,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from dkist_processing_core.errors import DKISTProcessingCoreError
+
 __all__ = [
     "MAX_BODY_BYTES",
     "MAX_SHORT_STRING_BYTES",
@@ -68,11 +70,11 @@ def default_isb_outbox_dir() -> Path:
     return Path.home() / ".local" / "state" / "dkist-processing-core" / "isb-outbox"
 
 
-class OutboxError(OSError):
+class OutboxError(DKISTProcessingCoreError, OSError):
     """The outbox folder cannot be written (permissions, full disk, read-only file system)."""
 
 
-class InvalidMessageError(ValueError):
+class InvalidMessageError(DKISTProcessingCoreError, ValueError):
     """A message that no broker can ever accept; the text names the field and the limit."""
 
 

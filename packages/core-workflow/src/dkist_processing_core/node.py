@@ -19,6 +19,7 @@ from importlib.metadata import packages_distributions
 from typing import TYPE_CHECKING
 from typing import Any
 
+from dkist_processing_core.errors import DKISTProcessingCoreError
 from dkist_processing_core.naming import MAX_VERSION_LENGTH
 from dkist_processing_core.naming import MAX_WORKFLOW_NAME_LENGTH
 from dkist_processing_core.naming import validate_name_part
@@ -56,7 +57,7 @@ _MAX_RETRY_DELAY_SECONDS = 7 * 24 * 3600
 _MAX_RETRIES = 1000
 
 
-class WorkflowError(ValueError):
+class WorkflowError(DKISTProcessingCoreError, ValueError):
     """A workflow or one of its nodes is not valid; the message says what to change."""
 
 
