@@ -224,7 +224,7 @@ def test_config_error_is_one_line(cli):
         (["run", EXAMPLE_PACKAGE, "Nope", "--recipe-run-id", "1"], "has no workflow 'Nope'"),
         (
             ["run", EXAMPLE_PACKAGE, "My_Workflow", "--recipe-run-id", "1", "--wheelhouse", "w"],
-            "apply to --engine airflow only",
+            "--wheelhouse applies to --engine airflow only",
         ),
         (
             ["validate", "no_such_pipeline.workflows"],

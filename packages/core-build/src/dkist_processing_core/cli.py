@@ -178,24 +178,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from dkist_processing_core.build_utils import find_workflow
 
     workflow = find_workflow(args.package, args.workflow)
-    if args.engine == "airflow":
-        if args.jobs is not None or args.log_dir is not None or args.no_failure_report:
-            raise UsageError(
-                "--jobs, --log-dir and --no-failure-report apply to the local engine only"
-            )
-        summary = runner.run_airflow(
-            workflow, args.recipe_run_id, wheelhouse=args.wheelhouse, keep=args.keep
-        )
-    else:
-        if args.wheelhouse is not None or args.keep:
-            raise UsageError("--wheelhouse and --keep apply to --engine airflow only")
-        summary = runner.run_local(
-            workflow,
-            args.recipe_run_id,
-            jobs=args.jobs,
-            log_dir=args.log_dir,
-            report_failures=not args.no_failure_report,
-        )
+    given = {name: getattr(args, name) for name in args.engine_options if hasattr(args, name)}
+    summary = runner.run_workflow(workflow, args.recipe_run_id, args.engine, **given)
     if not _print_to_stdout(summary.format()):
         _stderr(f"{PROG}: the summary was not printed: standard output is closed")
     if summary.interrupted:
@@ -395,42 +379,52 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="N",
         help="recipe run id (non-negative integer) passed to every task",
     )
+    from dkist_processing_core.engines import ENGINES
+
     run.add_argument(
-        "--engine", choices=["local", "airflow"], default="local", help="local (default) or airflow"
+        "--engine", choices=list(ENGINES), default="local", help="local (default) or airflow"
     )
-    run.add_argument(
+    # Engine options: only those given reach the engine, which refuses the ones it does not take.
+    options = run.add_argument_group("engine options")
+    options.add_argument(
         "--jobs",
         "-j",
         type=_positive_int,
-        default=None,
+        default=argparse.SUPPRESS,
         metavar="N",
         help="tasks at a time (default: CPU count; local engine)",
     )
-    run.add_argument(
+    options.add_argument(
         "--log-dir",
         type=Path,
-        default=None,
+        default=argparse.SUPPRESS,
         metavar="DIR",
         help="folder for the task logs (local engine; default: a folder under the system temp dir)",
     )
-    run.add_argument(
+    options.add_argument(
         "--no-failure-report",
-        action="store_true",
+        dest="report_failures",
+        action="store_false",
+        default=argparse.SUPPRESS,
         help="do not report a failed task on the interservice bus (local engine)",
     )
-    run.add_argument(
+    options.add_argument(
         "--wheelhouse",
         type=Path,
-        default=None,
+        default=argparse.SUPPRESS,
         metavar="DIR",
         help="folder of wheels to install the pipeline from; built there if it lacks them (airflow engine)",
     )
-    run.add_argument(
+    options.add_argument(
         "--keep",
         action="store_true",
+        default=argparse.SUPPRESS,
         help="keep the temporary AIRFLOW_HOME and DAG folder (airflow engine)",
     )
-    run.set_defaults(handler=_cmd_run)
+    run.set_defaults(
+        handler=_cmd_run,
+        engine_options=tuple(action.dest for action in options._group_actions),
+    )
 
     config = command(
         "config",

@@ -17,6 +17,7 @@ import os
 import signal
 import subprocess
 import threading
+import time
 from collections.abc import Callable
 from collections.abc import Iterator
 from types import FrameType
@@ -31,6 +32,7 @@ __all__ = [
     "read_pieces",
     "signal_group",
     "start_in_session",
+    "stop_group",
 ]
 
 #: Signals the runner passes on to its children: Ctrl-C, a polite kill, a closed terminal.
@@ -93,6 +95,23 @@ def signal_group(process: subprocess.Popen[bytes], signum: int) -> None:
     """Send ``signum`` to the process group ``process`` leads (if any of it is left)."""
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(process.pid, signum)
+
+
+def stop_group(
+    process: subprocess.Popen[bytes],
+    signum: int,
+    *,
+    hurry: Callable[[], bool] = lambda: False,
+    grace: float = GRACE_SECONDS,
+) -> None:
+    """Send ``signum`` to the group ``process`` leads, give it ``grace`` seconds to end (until
+    ``hurry()`` says stop waiting), then kill whatever is left of the group and reap the leader."""
+    signal_group(process, signum)
+    give_up = time.monotonic() + grace
+    while not hurry() and time.monotonic() < give_up and process.poll() is None:
+        time.sleep(0.1)
+    signal_group(process, signal.SIGKILL)
+    process.wait()
 
 
 class ForwardedSignals:
