@@ -12,8 +12,8 @@ from __future__ import annotations
 
 from types import SimpleNamespace
 
-import pytest
 from dkist_processing_core import Workflow
+
 
 def test_a_value_ending_in_sh_is_not_read_as_a_template_file_from_the_dag_folder(
     pipeline, tmp_path

@@ -15,7 +15,6 @@ The task runs exactly as the previous product's worker ran it, ``with Task(...) 
 from __future__ import annotations
 
 import argparse
-import logging
 import os
 import sys
 import traceback

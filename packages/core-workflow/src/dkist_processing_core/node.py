@@ -1,9 +1,10 @@
-"""Node: one task of a workflow, with everything needed to run it on a worker or in a notebook.
+"""Node: one task of a workflow, its upstreams and the resources it runs with; a read-only value.
 
 A Node checks its task when it is made (a TaskBase subclass that a worker can import by module
 path, with sane ``retries``/``retry_delay_seconds``) and its settings (resource queue, pip extras),
-so that everything it later writes into a DAG file or a notebook is a validated value. The DAG
-file and notebook text come from :mod:`dkist_processing_core.export`.
+so that everything a renderer later writes into a DAG file or a notebook is a validated value. It
+knows nothing of the workflow it belongs to (name, version, package: the workflow has them) nor of
+Airflow or notebooks (:mod:`dkist_processing_core.export` renders them).
 """
 
 from __future__ import annotations
@@ -20,9 +21,6 @@ from typing import TYPE_CHECKING
 from typing import Any
 
 from dkist_processing_core.errors import DKISTProcessingCoreError
-from dkist_processing_core.naming import MAX_VERSION_LENGTH
-from dkist_processing_core.naming import MAX_WORKFLOW_NAME_LENGTH
-from dkist_processing_core.naming import validate_name_part
 from dkist_processing_core.resource_queue import ResourceQueue
 
 if TYPE_CHECKING:
@@ -35,6 +33,7 @@ __all__ = [
     "FROZEN_EXTRA",
     "MAX_TASK_NAME_LENGTH",
     "Node",
+    "WorkflowCycleError",
     "WorkflowError",
     "pipeline_distribution",
     "validate_package_name",
@@ -59,6 +58,10 @@ _MAX_RETRIES = 1000
 
 class WorkflowError(DKISTProcessingCoreError, ValueError):
     """A workflow or one of its nodes is not valid; the message says what to change."""
+
+
+class WorkflowCycleError(WorkflowError):
+    """The tasks of a workflow depend on each other in a circle; the message names them."""
 
 
 def validate_package_name(value: object, what: str = "workflow_package") -> str:
@@ -251,101 +254,85 @@ def _as_task_list(upstreams: object) -> list[Any]:
 
 
 class Node:
-    """One task of a workflow and how to run it: on a worker (Airflow) or in a notebook."""
+    """One task of a workflow: the task class, its upstream task classes, resource queue and extras.
+
+    Read-only: the properties return copies, so changing what they return changes nothing.
+    """
+
+    __slots__ = ("_pip_extras", "_resource_queue", "_retries", "_retry_delay_seconds", "_task", "_upstreams")
 
     def __init__(
         self,
-        workflow_name: str,
-        workflow_version: str,
-        workflow_package: str,
         task: type[TaskBase],
-        resource_queue: ResourceQueue | str | None = None,
         upstreams: type[TaskBase] | list[type[TaskBase]] | None = None,
+        resource_queue: ResourceQueue | str | None = None,
         pip_extras: list[str] | None = None,
-        *,
-        distribution: str | None = None,
-        pip_timeout: int | None = None,
-        pip_retries: int | None = None,
     ) -> None:
-        self.workflow_name = validate_name_part(
-            workflow_name, "workflow name", MAX_WORKFLOW_NAME_LENGTH
-        )
-        self.workflow_version = validate_name_part(
-            workflow_version, "workflow version", MAX_VERSION_LENGTH
-        )
-        self.workflow_package = validate_package_name(workflow_package)
-        self.task: type[TaskBase] = _validate_task(task)
-        self.retries, self.retry_delay_seconds = _validate_retries(self.task)
-        self.resource_queue = _validate_resource_queue(resource_queue, self.task_id)
-        self.pip_extras = _validate_pip_extras(pip_extras, self.task_id)
-        self.upstreams: list[type[TaskBase]] = []
+        self._task: type[TaskBase] = _validate_task(task)
+        self._retries, self._retry_delay_seconds = _validate_retries(self._task)
+        self._resource_queue = _validate_resource_queue(resource_queue, self.task_id)
+        self._pip_extras = tuple(_validate_pip_extras(pip_extras, self.task_id))
+        found: list[type[TaskBase]] = []
         for upstream in _as_task_list(upstreams):
             if not isinstance(upstream, type):
                 raise WorkflowError(
                     f"{self.task_id} lists upstream {upstream!r}, which is not a task class"
                 )
-            if upstream not in self.upstreams:
-                self.upstreams.append(upstream)
-        if distribution is None:
-            distribution = pipeline_distribution(self.workflow_package)
-        elif not (isinstance(distribution, str) and _PEP508_NAME_RE.fullmatch(distribution)):
-            raise WorkflowError(
-                f"distribution {distribution!r} is not a valid PEP 508 distribution name"
-            )
-        self.distribution = distribution
-        if pip_timeout is None or pip_retries is None:
-            from dkist_processing_core.config import DKISTProcessingCoreConfiguration
+            if upstream not in found:
+                found.append(upstream)
+        self._upstreams = tuple(found)
 
-            configuration = DKISTProcessingCoreConfiguration()
-            pip_timeout = configuration.pip_timeout if pip_timeout is None else pip_timeout
-            pip_retries = configuration.pip_retries if pip_retries is None else pip_retries
-        self.pip_timeout = _validate_count(pip_timeout, "pip_timeout", minimum=1)
-        self.pip_retries = _validate_count(pip_retries, "pip_retries", minimum=0)
+    @property
+    def task(self) -> type[TaskBase]:
+        """The TaskBase subclass this node runs."""
+        return self._task
+
+    @property
+    def upstreams(self) -> list[type[TaskBase]]:
+        """Task classes that must succeed before this one starts, in the order given."""
+        return list(self._upstreams)
+
+    @property
+    def resource_queue(self) -> ResourceQueue:
+        """Queue (and pool) of the worker that runs the task."""
+        return self._resource_queue
+
+    @property
+    def pip_extras(self) -> list[str]:
+        """Extras of the pipeline distribution this task needs, as given (without ``frozen``)."""
+        return list(self._pip_extras)
+
+    @property
+    def retries(self) -> int:
+        """The task's ``retries``, checked."""
+        return self._retries
+
+    @property
+    def retry_delay_seconds(self) -> int | float:
+        """The task's ``retry_delay_seconds``, checked."""
+        return self._retry_delay_seconds
 
     @property
     def task_id(self) -> str:
         """Airflow task id: the task's class name."""
-        return self.task.__name__
+        return self._task.__name__
 
     @property
     def module_path(self) -> str:
         """Module a worker imports the task class from."""
-        return self.task.__module__
+        return self._task.__module__
 
     @property
     def upstream_task_ids(self) -> list[str]:
-        return [upstream.__name__ for upstream in self.upstreams]
+        return [upstream.__name__ for upstream in self._upstreams]
 
     @property
     def install_extras(self) -> list[str]:
         """Extras installed with the pipeline: ``frozen`` first, then the node's pip extras."""
-        return [FROZEN_EXTRA, *(extra for extra in self.pip_extras if extra != FROZEN_EXTRA)]
-
-    @property
-    def requirement(self) -> str:
-        """What pip installs on the worker: ``"{dist}[frozen{,extras}]=={version}"``."""
-        return f"{self.distribution}[{','.join(self.install_extras)}]=={self.workflow_version}"
-
-    def operator_definition(self) -> str:
-        """Source line that adds this node's BashOperator to the DAG file."""
-        from dkist_processing_core.export.dag import operator_definition
-
-        return operator_definition(self)
-
-    def notebook_cell_source(self) -> str:
-        """Source of the notebook cell that runs this task in-process, as a worker would."""
-        from dkist_processing_core.export.notebook import notebook_cell_source
-
-        return notebook_cell_source(self)
+        return [FROZEN_EXTRA, *(extra for extra in self._pip_extras if extra != FROZEN_EXTRA)]
 
     def __repr__(self) -> str:
         return (
             f"Node(task={self.module_path}.{self.task_id}, upstreams={self.upstream_task_ids}, "
-            f"resource_queue={self.resource_queue.value!r}, pip_extras={self.pip_extras!r})"
+            f"resource_queue={self._resource_queue.value!r}, pip_extras={list(self._pip_extras)!r})"
         )
-
-
-def _validate_count(value: object, what: str, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise WorkflowError(f"{what} must be an int >= {minimum}, got {value!r}")
-    return value
