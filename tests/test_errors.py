@@ -16,6 +16,7 @@ ERRORS = [
     ("dkist_processing_core.naming", "NamingError", ValueError, 1),
     ("dkist_processing_core.run_task", "InvocationError", ValueError, 2),
     ("dkist_processing_core.node", "WorkflowError", ValueError, 1),
+    ("dkist_processing_core.node", "WorkflowCycleError", ValueError, 1),
     ("dkist_processing_core.build_utils", "ExportTargetError", ValueError, 1),
     ("dkist_processing_core.build_utils", "UnknownPackageError", LookupError, 2),
     ("dkist_processing_core.build_utils", "WorkflowNotFoundError", LookupError, 2),

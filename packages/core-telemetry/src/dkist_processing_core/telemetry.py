@@ -29,8 +29,6 @@ and the system metrics instrumentation (metrics endpoint) are switched on, excep
 from __future__ import annotations
 
 import atexit
-import importlib
-import importlib.util
 import logging
 import os
 import threading
@@ -39,6 +37,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 from typing import Any
+
+from dkist_processing_core._instrumentation import INSTRUMENTATIONS
+from dkist_processing_core._instrumentation import auto_instrument
 
 if TYPE_CHECKING:
     from dkist_processing_core.config import DKISTProcessingCoreConfiguration
@@ -74,14 +75,6 @@ _TIMEOUT_VARIABLES = {
     "metrics": ("OTEL_EXPORTER_OTLP_TIMEOUT", "OTEL_EXPORTER_OTLP_METRICS_TIMEOUT"),
 }
 _UNFINISHED = object()
-
-# name in OTEL_PYTHON_DISABLED_INSTRUMENTATIONS -> (instrumentation module, instrumentor class, library it instruments)
-INSTRUMENTATIONS: dict[str, tuple[str, str, str]] = {
-    "pika": ("opentelemetry.instrumentation.pika", "PikaInstrumentor", "pika"),
-    "requests": ("opentelemetry.instrumentation.requests", "RequestsInstrumentor", "requests"),
-    "system_metrics": ("opentelemetry.instrumentation.system_metrics", "SystemMetricsInstrumentor", "psutil"),
-}
-
 
 @dataclass(frozen=True)
 class TelemetryProviders:
@@ -304,7 +297,7 @@ def _build_providers(configuration: DKISTProcessingCoreConfiguration) -> Telemet
             resource, metrics_endpoint, configuration.otel_exporter_otlp_metrics_insecure
         )
     _register_globals(tracer_provider if traces_endpoint else None, meter_provider if metrics_endpoint else None)
-    instrumentations = _auto_instrument(
+    instrumentations = auto_instrument(
         configuration,
         tracer_provider=tracer_provider if traces_endpoint else None,
         meter_provider=meter_provider if metrics_endpoint else None,
@@ -376,69 +369,3 @@ def _register_globals(tracer_provider: Any | None, meter_provider: Any | None) -
     # The API has no public "is a meter provider set" check; its placeholder is _ProxyMeterProvider.
     if meter_provider is not None and type(metrics.get_meter_provider()).__name__ == "_ProxyMeterProvider":
         metrics.set_meter_provider(meter_provider)
-
-
-def _module_available(name: str) -> bool:
-    try:
-        return importlib.util.find_spec(name) is not None
-    except (ImportError, ValueError):  # a parent package is missing
-        return False
-
-
-def _system_metrics_config(selection: dict[str, Any] | None, defaults: dict[str, Any]) -> dict[str, Any] | None:
-    """Translate ``SYSTEM_METRIC_INSTRUMENTATION_CONFIG`` into the instrumentor's ``config``.
-
-    A list selects those labels, True the metric with the instrumentor's default labels, False leaves
-    the metric out. No selection means the instrumentor's defaults.
-    """
-    if selection is None:
-        return None
-    config: dict[str, Any] = {}
-    for metric, choice in selection.items():
-        if metric not in defaults:
-            _log.warning("SYSTEM_METRIC_INSTRUMENTATION_CONFIG names unknown system metric %r; ignored", metric)
-            continue
-        if choice is True:
-            config[metric] = defaults[metric]
-        elif choice is not False:
-            config[metric] = list(choice)
-    return config
-
-
-def _auto_instrument(
-    configuration: DKISTProcessingCoreConfiguration,
-    *,
-    tracer_provider: Any | None,
-    meter_provider: Any | None,
-) -> tuple[str, ...]:
-    disabled = {name.strip().lower().replace("-", "_") for name in configuration.otel_python_disabled_instrumentations}
-    switched_on = []
-    for name, (module_name, class_name, library) in INSTRUMENTATIONS.items():
-        wants_traces = name != "system_metrics"
-        provider = tracer_provider if wants_traces else meter_provider
-        if name in disabled or provider is None:
-            continue
-        if not (_module_available(library) and _module_available(module_name)):
-            continue  # the extra (or the library it instruments) is not installed
-        try:
-            module = importlib.import_module(module_name)
-            instrumentor_class = getattr(module, class_name)
-            if name == "system_metrics":
-                config = _system_metrics_config(
-                    configuration.system_metric_instrumentation_config, getattr(module, "_DEFAULT_CONFIG", {})
-                )
-                instrumentor = instrumentor_class(config=config)
-            else:
-                instrumentor = instrumentor_class()
-            if instrumentor.is_instrumented_by_opentelemetry:
-                switched_on.append(name)
-                continue
-            if wants_traces:
-                instrumentor.instrument(tracer_provider=tracer_provider, meter_provider=meter_provider)
-            else:
-                instrumentor.instrument(meter_provider=meter_provider)
-        except Exception as error:  # a broken instrumentation must not stop the task
-            _log.warning("auto-instrumentation %s could not be switched on: %s: %s", name, type(error).__name__, error)
-            continue
-        switched_on.append(name)
-    return tuple(switched_on)
