@@ -17,6 +17,7 @@ from importlib import import_module
 from importlib.metadata import PackageNotFoundError
 from importlib.metadata import distribution
 from importlib.metadata import packages_distributions
+from pathlib import Path
 from typing import TYPE_CHECKING
 from typing import Any
 
@@ -103,11 +104,23 @@ def _canonical(name: str) -> str:
     return re.sub(r"[-_.]+", "-", name).lower()
 
 
+def _outside_installed_packages(top_level: str) -> bool:
+    """True if the imported package lives outside every site-packages folder (a source tree on
+    ``sys.path``): no distribution's RECORD can list it, so there is nothing to look up."""
+    module = sys.modules.get(top_level)
+    paths = list(getattr(module, "__path__", []) or []) or [getattr(module, "__file__", None)]
+    folders = [Path(path).parts for path in paths if path]
+    return bool(folders) and not any(
+        "site-packages" in parts or "dist-packages" in parts for parts in folders
+    )
+
+
 def pipeline_distribution(workflow_package: str) -> str:
     """Name of the distribution (the pip-installable pipeline) that ships ``workflow_package``.
 
     Looked up with :func:`importlib.metadata.packages_distributions` for the top-level import
-    name. When that finds nothing (editable installs, a source tree on ``sys.path``) or several
+    name (skipped for a package imported from outside every site-packages folder: no RECORD lists
+    it). When that finds nothing (editable installs, a source tree on ``sys.path``) or several
     distributions none of which is named like the package, the fallback is the top-level package
     name with ``_`` replaced by ``-`` (``dkist_processing_visp`` -> ``dkist-processing-visp``).
     """
@@ -119,6 +132,8 @@ def pipeline_distribution(workflow_package: str) -> str:
         # distribution's metadata avoids packages_distributions(), which reads every RECORD file
         # of the environment (about 0.5 s in a build environment with Airflow).
         return installed_name
+    if _outside_installed_packages(top_level):
+        return chosen
     candidates = sorted(set(_distributions_of_top_level_packages().get(top_level, [])))
     if len(candidates) == 1:
         chosen = candidates[0]
