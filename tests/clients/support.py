@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from helpers.services import private_redis
 from helpers.task_modules import clean_environment
 
 __all__ = [
@@ -135,12 +136,29 @@ def step_value(report: dict[str, Any], name: str, what: str) -> Any:
     return step["value"]
 
 
+def scratch_inventory_on(port: int) -> str:
+    """``MESH_CONFIG`` pointing dkist-processing-common's scratch inventory (Redis) at ``port``."""
+    service = {"mesh_address": "127.0.0.1", "mesh_port": port}
+    return json.dumps({"automated-processing-scratch-inventory": service})
+
+
 def run_client_suite(python: Path, client: Client, folder: Path) -> None:
-    """Run the client's own tests; write ``folder/outcome.json`` (test id -> outcome, timing)."""
+    """Run the client's own tests; write ``folder/outcome.json`` (test id -> outcome, timing).
+
+    The suites fill Redis databases and leave them; they get a Redis server of their own.
+    """
     junit = folder / "junit.xml"
     (folder / "cwd").mkdir()
     started = time.monotonic()
-    result = subprocess.run(
+    with private_redis(folder / "redis") as port:
+        result = _run_suite(python, client, folder, junit, scratch_inventory_on(port))
+    _write_outcome(folder, junit, result, started)
+
+
+def _run_suite(
+    python: Path, client: Client, folder: Path, junit: Path, mesh_config: str
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
         [
             python,
             "-m",
@@ -152,12 +170,17 @@ def run_client_suite(python: Path, client: Client, folder: Path) -> None:
             "-q",
             f"--junitxml={junit}",
         ],
-        env=client_env(),
+        env=client_env(MESH_CONFIG=mesh_config),
         cwd=folder / "cwd",
         capture_output=True,
         text=True,
         timeout=1500,
     )
+
+
+def _write_outcome(
+    folder: Path, junit: Path, result: subprocess.CompletedProcess[str], started: float
+) -> None:
     outcomes: dict[str, str] = {}
     if junit.exists():
         for case in ElementTree.parse(junit).getroot().iter("testcase"):
@@ -190,11 +213,14 @@ def run_worker_command(
     env = client_env(PIP_NO_INDEX="1", PIP_FIND_LINKS=str(wheelhouse))
     env["PATH"] = f"{bin_dir}{os.pathsep}{env.get('PATH', '')}"
     env.update(operator_env)
-    return subprocess.run(
-        ["bash", "-c", bash_command],
-        env=env,
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=1200,
-    )
+    # The task writes tags to dkist-processing-common's scratch inventory: a Redis of its own.
+    with private_redis(cwd / "redis") as port:
+        env["MESH_CONFIG"] = scratch_inventory_on(port)
+        return subprocess.run(
+            ["bash", "-c", bash_command],
+            env=env,
+            cwd=cwd,
+            capture_output=True,
+            text=True,
+            timeout=1200,
+        )
