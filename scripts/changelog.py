@@ -136,13 +136,10 @@ def release_config(project: str, root: Path = REPO_ROOT) -> str:
     directory = "/".join(
         filter(None, [base.get("directory", "changelog"), target.changelog_section])
     )
-    settings = {
-        key: value for key, value in base.items() if key not in ("section", "type", "ignore")
-    }
+    settings = {key: value for key, value in base.items() if key not in ("section", "type")}
     settings.update(directory=directory, name=target.dist)
     lines = ["[tool.towncrier]"]
     lines += [f"{key} = {_toml_value(value)}" for key, value in settings.items()]
-    lines.append("ignore = []")
     for entry in base.get("type", []):
         lines.append("\n[[tool.towncrier.type]]")
         lines += [f"{key} = {_toml_value(value)}" for key, value in entry.items()]

@@ -47,9 +47,7 @@ def test_the_repository_changelog_passes_the_gate() -> None:
 def test_well_named_fragments_in_every_section_pass(checkout: Path) -> None:
     (checkout / "changelog" / "7.feature.rst").write_text("Workspace change.\n")
     (checkout / "changelog" / "core-task" / "7.bugfix.rst").write_text("Task fix.\n")
-    (checkout / "changelog" / "core-task" / "7.bugfix.1.rst").write_text(
-        "Second task fix.\n"
-    )
+    (checkout / "changelog" / "core-task" / "7.bugfix.1.rst").write_text("Second task fix.\n")
     (checkout / "changelog" / "core-build" / "12.removal.rst").write_text("Gone.\n")
     status, output = changelog(checkout, "check", "--verbose")
     assert status == 0, output
@@ -72,9 +70,7 @@ def test_well_named_fragments_in_every_section_pass(checkout: Path) -> None:
         ("fix-7.bugfix.rst", "Issue name 'fix-7' does not match"),  # issue_pattern
     ],
 )
-def test_names_towncrier_refuses_fail_the_gate(
-    checkout: Path, name: str, message: str
-) -> None:
+def test_names_towncrier_refuses_fail_the_gate(checkout: Path, name: str, message: str) -> None:
     # [tool.towncrier] makes towncrier itself strict about these: no hand-written rule involved
     (checkout / "changelog" / "core-task" / name).write_text("Something.\n")
     status, output = changelog(checkout, "check")
@@ -101,9 +97,7 @@ def test_names_towncrier_accepts_but_the_template_refuses_fail_the_gate(
 
 def test_sections_that_are_not_the_members_fail_the_gate(checkout: Path) -> None:
     config = checkout / "pyproject.toml"
-    config.write_text(
-        config.read_text().replace('path = "core-build"', 'path = "core-builds"')
-    )
+    config.write_text(config.read_text().replace('path = "core-build"', 'path = "core-builds"'))
     status, output = changelog(checkout, "check")
     assert status == 1, output
     assert "the workspace's members need" in output
@@ -111,9 +105,7 @@ def test_sections_that_are_not_the_members_fail_the_gate(checkout: Path) -> None
 
 def test_an_unknown_section_folder_fails_the_gate(checkout: Path) -> None:
     (checkout / "changelog" / "core-tsk").mkdir()
-    (checkout / "changelog" / "core-tsk" / "7.feature.rst").write_text(
-        "Typo in the folder.\n"
-    )
+    (checkout / "changelog" / "core-tsk" / "7.feature.rst").write_text("Typo in the folder.\n")
     status, output = changelog(checkout, "check")
     assert status == 1, output
     assert "changelog/core-tsk/ is not a changelog section" in output
@@ -131,12 +123,8 @@ def test_release_renders_one_distribution_and_removes_only_its_fragments(
 ) -> None:
     assert run(["git", "init", "-q", checkout]).returncode == 0
     (checkout / "changelog" / "3.misc.rst").write_text("Workspace change.\n")
-    (checkout / "changelog" / "core-task" / "7.feature.rst").write_text(
-        "Task feature.\n"
-    )
-    (checkout / "changelog" / "core-telemetry" / "8.bugfix.rst").write_text(
-        "Telemetry fix.\n"
-    )
+    (checkout / "changelog" / "core-task" / "7.feature.rst").write_text("Task feature.\n")
+    (checkout / "changelog" / "core-telemetry" / "8.bugfix.rst").write_text("Telemetry fix.\n")
 
     status, output = changelog(checkout, "release", "core-task")
     assert status == 0, output
@@ -159,12 +147,8 @@ def test_release_renders_one_distribution_and_removes_only_its_fragments(
 
 
 def test_release_draft_writes_nothing(checkout: Path) -> None:
-    (checkout / "changelog" / "core-build" / "9.feature.rst").write_text(
-        "Build feature.\n"
-    )
-    status, output = changelog(
-        checkout, "release", "core-build", "--draft", "--version", "1.2.0"
-    )
+    (checkout / "changelog" / "core-build" / "9.feature.rst").write_text("Build feature.\n")
+    status, output = changelog(checkout, "release", "core-build", "--draft", "--version", "1.2.0")
     assert status == 0, output
     assert f"{dist_name('core-build')} 1.2.0 (" in output
     assert "Build feature. (#9)" in output
