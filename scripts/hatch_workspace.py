@@ -55,13 +55,11 @@ def workspace_environments(
             table = {"path": member} if isinstance(member, str) else member
             path = (workspace_root / table["path"]).resolve()
             if path == project_root.resolve():
-                # hatch installs the project it runs in itself, never as a workspace member
-                members.remove(member)
-                environment["skip-install"] = False
-                environment["dev-mode"] = True
-                environment["features"] = table.get("features", [])
-            else:
-                members[members.index(member)] = {**table, "path": str(path)}
+                # hatch finds no workspace member at the path of the project it runs in (and
+                # installing it as the project would happen before, so without, its siblings):
+                # a one-character glob names the same folder, and it is installed with the others
+                path = path.parent / f"[{path.name[0]}]{path.name[1:]}"
+            members[members.index(member)] = {**table, "path": str(path)}
         groups = environment.pop("dependency-groups", [])
         extra = environment.setdefault("extra-dependencies", [])
         for group in groups:
