@@ -4,10 +4,15 @@
 ``RECIPE_RUN_ID`` set and no telemetry endpoint, in the lean worker venv of benchmark (a) when it
 ran. A ``--compare-venv`` without ``run_task`` (the single-distribution product) runs the same
 task with ``python -c "with NoOp(...) as task: task()"``, which is what its DAGs did.
+
+A third figure runs the same task with both OTLP endpoints pointing at a port where nothing
+listens: what an unreachable collector adds to every task at exit (about 20 s before issue 14;
+now the flush bound of 5 s at most, see ``dkist_processing_core.telemetry``).
 """
 
 from __future__ import annotations
 
+import socket
 from pathlib import Path
 
 from _timing import BenchmarkError
@@ -43,7 +48,13 @@ def _has_run_task(python: Path) -> bool:
     return run_measured([python, "-c", probe], env=minimal_env()).returncode == 0
 
 
-def measure(python: Path, folder: Path, runs: int) -> dict:
+def _port_where_nothing_listens() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def measure(python: Path, folder: Path, runs: int, **extra_env: str) -> dict:
     if _has_run_task(python):
         command = [
             python,
@@ -58,7 +69,7 @@ def measure(python: Path, folder: Path, runs: int) -> dict:
     else:
         command = [python, "-c", IN_PROCESS]
         how = "python -c 'with NoOp(...) as task: task()'"
-    env = minimal_env(RECIPE_RUN_ID="1", PYTHONPATH=str(folder))
+    env = minimal_env(RECIPE_RUN_ID="1", PYTHONPATH=str(folder), **extra_env)
     runs_done = []
     for _ in range(runs):
         result = run_measured(command, env=env, cwd=folder)
@@ -82,6 +93,14 @@ def run(ctx: Context) -> list[Row]:
     python = ctx.shared.get("worker_python", ctx.python)
     where = "lean worker venv" if "worker_python" in ctx.shared else f"{python}"
     ours = measure(python, folder, ctx.runs)
+    endpoint = f"127.0.0.1:{_port_where_nothing_listens()}"
+    unreachable = measure(
+        python,
+        folder,
+        ctx.runs,
+        OTEL_EXPORTER_OTLP_TRACES_ENDPOINT=endpoint,
+        OTEL_EXPORTER_OTLP_METRICS_ENDPOINT=endpoint,
+    )
     other = measure(ctx.compare_python, folder, ctx.runs) if ctx.compare_python else None
     note = f"{where}; {ours['how']}" + (f"; compare: {other['how']}" if other else "")
     return [
@@ -95,6 +114,17 @@ def run(ctx: Context) -> list[Row]:
             note,
             ctx.runs,
             ours["samples"],
+        ),
+        Row(
+            KEY,
+            "spawn->exit, OTLP collector unreachable",
+            round(unreachable["seconds"], 3),
+            "s",
+            "<= 8",
+            None,
+            f"{where}; both endpoints at a port where nothing listens (about 20 s before issue 14)",
+            ctx.runs,
+            unreachable["samples"],
         ),
         Row(
             KEY,

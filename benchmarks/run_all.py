@@ -34,6 +34,7 @@ import bench_import
 import bench_install
 import bench_noop_task
 import bench_tests
+import bench_validate_floor
 import bench_workflows
 from _timing import REPO_ROOT
 from _timing import BenchmarkError
@@ -47,6 +48,7 @@ BENCHMARKS = [
     bench_noop_task,
     bench_workflows,
     bench_dagbag,
+    bench_validate_floor,
     bench_tests,
 ]
 DEFAULT_JSON = REPO_ROOT / "benchmarks" / "results" / "latest.json"
@@ -144,6 +146,7 @@ def main(argv: list[str] | None = None) -> int:
     selected = set(args.only.split(",")) if args.only else {b.KEY for b in BENCHMARKS}
     if args.quick and not args.only:
         selected.discard(bench_tests.KEY)
+        selected.discard(bench_validate_floor.KEY)  # three fresh Airflow processes per run
     runs = args.runs or (2 if args.quick else 5)
 
     workdir = Path(tempfile.mkdtemp(prefix="dkist-bench-"))

@@ -56,3 +56,17 @@ def test_no_eval_or_exec_in_the_product():
             if re.search(r"(?<![\w.])(eval|exec)\(", line):
                 offenders.append(f"{path.relative_to(ROOT)}:{number}: {line.strip()}")
     assert not offenders
+
+
+def test_the_whole_suite_collects_every_test_folder():
+    # pytest skips folders named "build" by default (norecursedirs): tests/build/ went unrun.
+    listing = subprocess.run(
+        [sys.executable, "-m", "pytest", "--collect-only", "-q", "-n", "0"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=False,
+    ).stdout
+    collected = {line.split("/")[1] for line in listing.splitlines() if "::" in line}
+    folders = {path.name for path in (ROOT / "tests").iterdir() if any(path.glob("test_*.py"))}
+    assert folders <= collected, f"not collected: {sorted(folders - collected)}"

@@ -130,9 +130,9 @@ def test_export_writes_beside_other_files_and_leaves_them_untouched(tmp_path):
 
 @pytest.mark.parametrize("target", ["/", "/usr", "/etc", "~", "/tmp"])
 def test_a_filesystem_root_or_system_folder_is_refused_without_walking_it(tmp_path, target):
-    with pytest.raises(ExportTargetError, match="filesystem root, a system folder or the home folder"):
+    with pytest.raises(ExportTargetError, match="it is a filesystem root, a system folder or the home folder"):
         build_utils.export_dags(EXAMPLE_PACKAGE, Path(target).expanduser())
-    with pytest.raises(ExportTargetError, match="filesystem root, a system folder or the home folder"):
+    with pytest.raises(ExportTargetError, match="it is a filesystem root, a system folder or the home folder"):
         build_utils.export_notebooks(EXAMPLE_PACKAGE, Path(target).expanduser())
     assert not list(Path("/").glob(".*staging-*"))
 

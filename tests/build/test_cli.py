@@ -122,7 +122,7 @@ def test_export_dags_into_a_folder_with_a_user_file(cli):
 def test_export_dags_refuses_the_filesystem_root(cli):
     refused = cli("export-dags", EXAMPLE_PACKAGE, "/")
     assert refused.returncode == 1
-    assert refused.stderr_lines[-1].startswith("dkist-processing-core: error: / is a filesystem root")
+    assert refused.stderr_lines[-1].startswith("dkist-processing-core: error: refusing to export into /: it is a filesystem root")
 
 
 def test_export_dags_of_a_broken_package_writes_nothing(cli):
@@ -224,7 +224,7 @@ def test_config_error_is_one_line(cli):
         (["run", EXAMPLE_PACKAGE, "Nope", "--recipe-run-id", "1"], "has no workflow 'Nope'"),
         (
             ["run", EXAMPLE_PACKAGE, "My_Workflow", "--recipe-run-id", "1", "--wheelhouse", "w"],
-            "apply to --engine airflow only",
+            "--wheelhouse applies to --engine airflow only",
         ),
         (
             ["validate", "no_such_pipeline.workflows"],
@@ -236,6 +236,9 @@ def test_config_error_is_one_line(cli):
             "is not a Docker image reference",
         ),
         (["isb", "flush", "--timeout", "0"], "must be a number of seconds > 0"),
+        (["isb", "flush", "--timeout", "inf"], "--timeout: must be a number of seconds > 0 and <= 3600"),
+        (["isb", "flush", "--timeout", "nan"], "--timeout: must be a number of seconds > 0 and <= 3600"),
+        (["isb", "flush", "--timeout", "1e10"], "--timeout: must be a number of seconds > 0 and <= 3600"),
     ],
 )
 def test_usage_errors_exit_2_with_one_line(cli, args, expected):

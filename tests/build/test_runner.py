@@ -355,11 +355,12 @@ def test_a_closed_stdout_does_not_hang_or_stop_the_run(cli, scratch, tmp_path):
     # Every task ran to the end and wrote its log, though nobody read the output.
     assert json.loads((scratch / "recipe-run-42" / "quality.json").read_text())["frames"] == 16
     assert "QualityReport complete" in (tmp_path / "logs" / "QualityReport.log").read_text()
-    # The summary could not be printed: one readable line says so.
+    # The summary could not be printed: one readable line says so, and the exit status is the
+    # run's (issue 14: it used to be 1, with a BrokenPipeError, after a successful run).
     assert [line for line in stderr.splitlines() if line.strip()] == [
-        "dkist-processing-core: error: BrokenPipeError: [Errno 32] Broken pipe "
-        "(run with --debug for the traceback)"
+        "dkist-processing-core: the summary was not printed: standard output is closed"
     ]
+    assert process.returncode == 0
 
 
 class _FailingStream(io.StringIO):

@@ -17,6 +17,7 @@ __all__ = [
     "BROKEN_PACKAGE",
     "EXAMPLE_PACKAGE",
     "FAILING_PACKAGE",
+    "HOSTILE_PACKAGE",
     "FIXTURES",
     "Cli",
     "CliResult",
@@ -28,6 +29,7 @@ FIXTURES = Path(__file__).resolve().parent.parent / "build" / "fixtures"
 EXAMPLE_PACKAGE = "dkist_processing_example.workflows"
 BROKEN_PACKAGE = "build_fixture_broken.workflows"
 FAILING_PACKAGE = "build_fixture_failing.workflows"
+HOSTILE_PACKAGE = "build_fixture_hostile.workflows"
 
 
 def cli_command() -> list[str]:

@@ -66,7 +66,7 @@ def isb_target(names: IsbNames, outbox_dir: Path, **overrides: Any) -> Any:
     """An ISB producer target on the test broker with the test's names, a short time bound
     (3 s) and fast retries; ``overrides`` replace any field (e.g. ``port`` of a proxy)."""
     from dkist_processing_core.isb import IsbTarget
-    from dkist_processing_core.isb import RetryPolicy
+    from dkist_processing_core.config import RetryConfig
 
     values: dict[str, Any] = {
         "host": BROKER[0],
@@ -76,7 +76,7 @@ def isb_target(names: IsbNames, outbox_dir: Path, **overrides: Any) -> Any:
         "routing_key": names.routing_key,
         "outbox_dir": outbox_dir,
         "publish_timeout": 3.0,
-        "retry": RetryPolicy(delay=0.05, backoff=2.0, jitter=(0.0, 0.05), max_delay=0.5),
+        "retry": RetryConfig(retry_delay=0.05, retry_backoff=2.0, retry_jitter=(0.0, 0.05), retry_max_delay=0.5),
     }
     values.update(overrides)
     return IsbTarget(**values)

@@ -162,8 +162,8 @@ def test_variable_names_are_case_insensitive(core_env):
 
 
 def test_fields_can_be_passed_by_name(core_env):
-    configuration = DKISTProcessingCoreConfiguration(isb_username="x", max_file_descriptors=10)
-    assert (configuration.isb_username, configuration.max_file_descriptors) == ("x", 10)
+    configuration = DKISTProcessingCoreConfiguration(isb_username="x", max_file_descriptors=100)
+    assert (configuration.isb_username, configuration.max_file_descriptors) == ("x", 100)
 
 
 def test_disabled_instrumentations_accept_opentelemetry_comma_form(core_env):

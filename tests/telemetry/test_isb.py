@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import subprocess
 import sys
+import threading
+import time
 import uuid
 
 import pika
@@ -15,10 +18,16 @@ from dkist_processing_core.config import DKISTProcessingCoreConfiguration
 from dkist_processing_core.isb import FAILURE_QUEUE
 from dkist_processing_core.isb import FAILURE_ROUTING_KEY
 from dkist_processing_core.isb import IsbTarget
-from dkist_processing_core.isb import RetryPolicy
+from dkist_processing_core._isb_delivery import retry_allows
+from dkist_processing_core._isb_delivery import retry_delay
+from dkist_processing_core.config import RetryConfig
 from dkist_processing_core.isb import flush_outbox
 from dkist_processing_core.isb import publish
+from dkist_processing_core.isb_outbox import InvalidMessageError
 from dkist_processing_core.isb_outbox import Outbox
+from helpers.hostile_outbox import entry_name
+from helpers.hostile_outbox import good_envelope
+from helpers.hostile_outbox import write_envelope
 from helpers.rabbitmq import consume_all
 from helpers.rabbitmq import declare_queue
 from helpers.rabbitmq import delete_names
@@ -29,6 +38,7 @@ from helpers.tcp_proxy import TcpProxy
 
 BOUND = 3.0
 SLACK = 2.0  # the callback must return within its bound; this covers a loaded 2-core machine
+MARGIN = 1.5  # how long a publishing thread may outlive the bound (it is aborted at the bound)
 
 
 @pytest.fixture
@@ -299,8 +309,9 @@ def test_target_from_configuration(monkeypatch, tmp_path):
     )
     assert (FAILURE_QUEUE, FAILURE_ROUTING_KEY) == ("recipe.run.failure.q", "recipe.run.failure.m")
     assert target.publish_timeout == 7.5 and target.outbox_dir == tmp_path / "box"
-    assert (target.retry.delay, target.retry.backoff, target.retry.jitter) == (0.5, 3.0, (0.1, 0.2))
-    assert (target.retry.max_delay, target.retry.tries) == (4.0, 5)
+    retry = target.retry
+    assert (retry.retry_delay, retry.retry_backoff, retry.retry_jitter) == (0.5, 3.0, (0.1, 0.2))
+    assert (retry.retry_max_delay, retry.retry_tries) == (4.0, 5)
     assert "do-not-show" not in repr(target)
 
 
@@ -333,25 +344,33 @@ def test_retry_tries_limits_attempts(names, tmp_path):
             names,
             tmp_path / "outbox",
             port=proxy.port,
-            retry=RetryPolicy(delay=0.01, jitter=(0.0, 0.0), tries=3),
+            retry=RetryConfig(retry_delay=0.01, retry_jitter=(0.0, 0.0), retry_tries=3),
         )
         result = publish(body(), target)
     assert result.attempts == 3 and not result.delivered
 
 
 def test_backoff_grows_and_is_capped():
-    policy = RetryPolicy(delay=1, backoff=2, jitter=(0, 0), max_delay=5)
-    assert [policy.delay_after(n) for n in range(1, 6)] == [1, 2, 4, 5, 5]
-    jittery = RetryPolicy(delay=1, backoff=1, jitter=(0.5, 0.25), max_delay=10)
-    assert all(1.25 <= jittery.delay_after(1) <= 1.5 for _ in range(50))
-    assert RetryPolicy(tries=-1).allows(10_000) and not RetryPolicy(tries=2).allows(2)
+    policy = RetryConfig(retry_delay=1, retry_backoff=2, retry_jitter=(0, 0), retry_max_delay=5)
+    assert [retry_delay(policy, n) for n in range(1, 6)] == [1, 2, 4, 5, 5]
+    # (RetryConfig refuses a reversed jitter range, which RetryPolicy used to sort)
+    jittery = RetryConfig(retry_delay=1, retry_backoff=1, retry_jitter=(0.25, 0.5), retry_max_delay=10)
+    assert all(1.25 <= retry_delay(jittery, 1) <= 1.5 for _ in range(50))
+    assert retry_allows(RetryConfig(retry_tries=-1), 10_000) and not retry_allows(RetryConfig(retry_tries=2), 2)
+
+
+def test_isb_time_limit_is_retry_configs():
+    from dkist_processing_core._settings_models import MAX_RETRY_SECONDS
+    from dkist_processing_core.isb import MAX_SECONDS
+
+    assert MAX_SECONDS == MAX_RETRY_SECONDS
 
 
 def test_backoff_survives_a_long_series_of_fast_failures():
     # A refused port fails in microseconds: with no delay and no jitter, a 30 s bound makes
     # thousands of attempts, and backoff ** attempts outgrows a float.
-    assert RetryPolicy(delay=0.5, backoff=2, jitter=(0, 0), max_delay=5).delay_after(5_000) == 5
-    assert RetryPolicy(delay=0, backoff=2, jitter=(0, 0), max_delay=5).delay_after(5_000) == 0
+    assert retry_delay(RetryConfig(retry_delay=0.5, retry_backoff=2, retry_jitter=(0, 0), retry_max_delay=5), 5_000) == 5
+    assert retry_delay(RetryConfig(retry_delay=0, retry_backoff=2, retry_jitter=(0, 0), retry_max_delay=5), 5_000) == 0
 
 
 def test_importing_the_module_does_not_load_pika_or_the_configuration():
@@ -362,3 +381,170 @@ def test_importing_the_module_does_not_load_pika_or_the_configuration():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+# ------------------------------------------------------------------ unsendable messages (issue 14)
+def test_an_unsendable_entry_does_not_hold_back_later_reports(names, tmp_path, caplog):
+    outbox_dir = tmp_path / "outbox"
+    outbox_dir.mkdir()
+    target = isb_target(names, outbox_dir, publish_timeout=BOUND)
+    first, last = body(1), body(3)
+    write_envelope(outbox_dir / entry_name(1), good_envelope(first, first["conversationId"]))
+    # The broker refuses a message id over 255 bytes (pika: ShortStringTooLong), forever.
+    unsendable = outbox_dir / entry_name(2)
+    write_envelope(unsendable, good_envelope(body(2), "m" * 300))
+    write_envelope(outbox_dir / entry_name(3), good_envelope(last, last["conversationId"]))
+    caplog.set_level(logging.INFO, logger="dkist_processing_core.isb")
+
+    flushed = flush_outbox(target)
+
+    assert (flushed.delivered, flushed.remaining) == (2, 0)
+    assert [d.json() for d in consume_all(names.queue, expected=2)] == [first, last]
+    assert (outbox_dir / "rejected" / unsendable.name).exists()
+    assert any("message_id" in r.getMessage() and "255" in r.getMessage() for r in caplog.records)
+
+
+@pytest.mark.parametrize(
+    ("sent", "named"),
+    [
+        ({"conversationId": "c" * 256}, "conversationId"),
+        ({"conversationId": "☀" * 100}, "conversationId"),
+        ({"conversationId": "ok", "x": float("nan")}, "body"),
+        ({"conversationId": "ok", "x": float("inf")}, "body"),
+        ({"conversationId": "ok", "x": "\udc80"}, "body"),
+        ({"conversationId": "ok", "x": "y" * (1 << 20)}, "body"),
+    ],
+)
+def test_publish_refuses_a_message_no_broker_can_accept(names, tmp_path, sent, named):
+    with TcpProxy() as proxy:
+        target = isb_target(names, tmp_path / "outbox", port=proxy.port)
+        with pytest.raises(InvalidMessageError, match=named):
+            publish(sent, target)
+        assert proxy.accepted == 0  # refused before any work
+    assert Outbox(target.outbox_dir).pending() == []
+
+
+def test_an_explicit_message_id_over_255_bytes_is_refused(names, tmp_path):
+    target = isb_target(names, tmp_path / "outbox")
+    with pytest.raises(InvalidMessageError, match="message_id.*255"):
+        publish(body(), target, message_id="m" * 256)
+    assert Outbox(target.outbox_dir).pending() == []
+
+
+def test_an_unsendable_entry_that_cannot_be_moved_aside_is_skipped_not_waited_for(
+    names, tmp_path, caplog
+):
+    outbox_dir = tmp_path / "outbox"
+    outbox_dir.mkdir()
+    (outbox_dir / "rejected").write_text("a file where the rejected/ folder would go")
+    target = isb_target(names, outbox_dir, publish_timeout=10.0)
+    good = body(1)
+    stuck = outbox_dir / entry_name(1)
+    stuck.write_text("{not json")
+    write_envelope(outbox_dir / entry_name(2), good_envelope(good, good["conversationId"]))
+    caplog.set_level(logging.ERROR, logger="dkist_processing_core.isb")
+
+    flushed = flush_outbox(target)
+
+    assert (flushed.delivered, flushed.remaining) == (1, 1)
+    assert flushed.duration < 5.0, "waited for an entry nobody can send"
+    assert [d.json() for d in consume_all(names.queue, expected=1)] == [good]
+    assert stuck.read_text() == "{not json"  # never deleted
+    (line,) = [r.getMessage() for r in caplog.records if stuck.name in r.getMessage()]
+    assert "cannot be moved aside" in line and "not JSON" in line
+
+
+# ------------------------------------------------------------------ numbers with bounds (issue 14)
+@pytest.mark.parametrize("value", [math.inf, -math.inf, math.nan, 1e10, 3600.5, 0, -1, True, "30"])
+def test_publish_timeout_out_of_range_is_refused_naming_the_setting(tmp_path, value):
+    with pytest.raises(ValueError, match=r"publish_timeout \(ISB_PUBLISH_TIMEOUT\).*3600"):
+        IsbTarget(publish_timeout=value, outbox_dir=tmp_path)
+
+
+@pytest.mark.parametrize(
+    ("fields", "named"),
+    [
+        ({"retry_jitter": (math.nan, 1.0)}, "retry_jitter"),
+        ({"retry_jitter": (0.0, math.inf)}, "retry_jitter"),
+        ({"retry_jitter": (-1.0, 1.0)}, "retry_jitter"),
+        ({"retry_delay": math.inf}, "retry_delay"),
+        ({"retry_delay": float("1e400")}, "retry_delay"),
+        ({"retry_delay": math.nan}, "retry_delay"),
+        ({"retry_delay": -0.5}, "retry_delay"),
+        ({"retry_backoff": math.nan}, "retry_backoff"),
+        ({"retry_backoff": 0.5}, "retry_backoff"),
+        ({"retry_backoff": 1e300}, "retry_backoff"),
+        ({"retry_max_delay": math.inf}, "retry_max_delay"),
+        ({"retry_max_delay": math.nan}, "retry_max_delay"),
+        ({"retry_tries": 0}, "retry_tries"),
+        ({"retry_tries": -2}, "retry_tries"),
+        ({"retry_tries": 10**30}, "retry_tries"),
+        ({"retry_tries": True}, "retry_tries"),
+        ({"retry_tries": 2.5}, "retry_tries"),
+    ],
+)
+def test_retry_policy_out_of_range_is_refused_naming_the_setting(fields, named):
+    with pytest.raises(ValueError, match=rf"{named}\n"):
+        RetryConfig(**fields)
+
+
+@pytest.mark.parametrize("port", [0, 65536, -1, True])
+def test_broker_port_out_of_range_is_refused(tmp_path, port):
+    with pytest.raises(ValueError, match="port"):
+        IsbTarget(port=port, outbox_dir=tmp_path)
+
+
+def test_publish_timeout_inf_from_the_environment_is_refused_naming_the_variable(
+    names, tmp_path, monkeypatch
+):
+    monkeypatch.setenv("ISB_PUBLISH_TIMEOUT", "inf")
+    monkeypatch.setenv("ISB_OUTBOX_DIR", str(tmp_path / "outbox"))
+    # The configuration (or the target built from it) refuses it; never an OverflowError later.
+    with pytest.raises(ValueError, match="ISB_PUBLISH_TIMEOUT"):
+        IsbTarget.from_configuration(DKISTProcessingCoreConfiguration())
+
+
+def test_nan_jitter_from_the_environment_is_refused_naming_the_variable(monkeypatch):
+    monkeypatch.setenv("RETRY_CONFIG", '{"retry_jitter": [NaN, 1]}')
+    with pytest.raises(ValueError, match="RETRY_CONFIG"):
+        IsbTarget.from_configuration(DKISTProcessingCoreConfiguration())
+
+
+@pytest.mark.parametrize("timeout", [math.inf, math.nan, 1e10, 0.0, -5.0])
+def test_flush_timeout_out_of_range_is_refused_not_an_overflow(names, tmp_path, timeout):
+    target = isb_target(names, tmp_path / "outbox")
+    Outbox(target.outbox_dir).put(good_envelope())
+    with pytest.raises(ValueError, match=r"timeout.*3600"):
+        flush_outbox(target, timeout=timeout)
+    assert len(Outbox(target.outbox_dir)) == 1
+
+
+def test_the_publishing_thread_does_not_outlive_its_bound(names, tmp_path):
+    # The broker goes silent in the middle of the publish: pika would wait for heartbeats
+    # (bound + 5 s and more); the thread must end with the bound instead.
+    with TcpProxy(record=True) as proxy:
+        target = isb_target(names, tmp_path / "outbox", port=proxy.port, publish_timeout=BOUND)
+        assert publish(body(), target).delivered
+        offset = bytes(proxy.recorded[-1]).find(b'{"conversationId"')
+        proxy.stall(after_bytes=offset + 10, direction="upstream")
+        before = set(threading.enumerate())
+        seen: set[threading.Thread] = set()
+        watching = threading.Event()
+
+        def watch() -> None:  # every publishing thread this publish starts
+            while not watching.wait(0.02):
+                seen.update(t for t in threading.enumerate() if t.name == "dkist-isb-publish")
+
+        watcher = threading.Thread(target=watch, daemon=True)
+        watcher.start()
+        result = publish(body(), target)
+        returned = time.monotonic()
+        for worker in seen - before:
+            worker.join(timeout=max(0.0, returned + MARGIN - time.monotonic()))
+        alive = [w for w in seen - before if w.is_alive()]  # before the proxy lets go of the socket
+        watching.set()
+        watcher.join()
+
+    assert not result.delivered and len(seen - before) == 1
+    assert not alive, f"the publishing thread was still alive {MARGIN} s after the bound"
+    assert len(Outbox(target.outbox_dir)) == 1

@@ -11,7 +11,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 from dkist_processing_core.failure_callback import chat_ops_notification
-from dkist_processing_core.isb import RetryPolicy
+from dkist_processing_core.config import RetryConfig
 from dkist_processing_core.isb import flush_outbox
 from dkist_processing_core.isb import publish
 from dkist_processing_core.isb_outbox import Outbox
@@ -31,13 +31,14 @@ CHILD = r"""
 import json, sys, threading
 from pathlib import Path
 from dkist_processing_core.failure_callback import chat_ops_notification
-from dkist_processing_core.isb import IsbTarget, RetryPolicy, flush_outbox
+from dkist_processing_core.config import RetryConfig
+from dkist_processing_core.isb import IsbTarget, flush_outbox
 
 p = json.loads(sys.argv[1])
 target = IsbTarget(
     port=p["port"], exchange=p["exchange"], queue=p["queue"], routing_key=p["routing_key"],
     outbox_dir=Path(p["outbox"]), publish_timeout=p["bound"],
-    retry=RetryPolicy(delay=0.05, jitter=(0.0, 0.05), max_delay=0.5),
+    retry=RetryConfig(retry_delay=0.05, retry_jitter=(0.0, 0.05), retry_max_delay=0.5),
 )
 out = [None] * p["threads"]
 
@@ -144,7 +145,7 @@ def test_publishers_and_flushers_racing_on_a_healthy_broker(names, tmp_path):
         # A backlog written while the broker refused connections.
         proxy.refuse()
         refused = isb_target(
-            names, tmp_path / "outbox", port=proxy.port, retry=RetryPolicy(tries=1)
+            names, tmp_path / "outbox", port=proxy.port, retry=RetryConfig(retry_tries=1)
         )
         backlog = {
             publish({"conversationId": uuid.uuid4().hex, "n": n}, refused).message_id

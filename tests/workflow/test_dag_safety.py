@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 from dkist_processing_core import Workflow
 from dkist_processing_core.export.dag import BASH_SCRIPT
+from dkist_processing_core.export.dag import render_dag
 from dkist_processing_core.naming import NamingError
 from dkist_processing_core.workflow import WorkflowError
 from hypothesis import HealthCheck
@@ -119,7 +120,7 @@ def _build(
 
 @pytest.fixture
 def baseline_shape(pipeline) -> str:
-    return _shape(_build(pipeline).dag_file_source())
+    return _shape(render_dag(_build(pipeline)))
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=SUPPRESS)
@@ -139,7 +140,7 @@ def test_hostile_values_raise_a_clear_error_or_stay_string_literals(
     arguments = {field: [value]} if field in ("tags", "extras") else {field: value}
     try:
         workflow = _build(pipeline, **arguments)
-        source = workflow.dag_file_source()
+        source = render_dag(workflow)
     except (NamingError, WorkflowError) as error:
         message = str(error)
         assert any(word in message for word in FIELD_WORDS), message
@@ -165,7 +166,7 @@ def test_hostile_task_class_names(pipeline, baseline_shape, name):
         setattr(tasks, name, cls)  # importable as module.Name, like a real task
         try:
             workflow.add_node(cls, upstreams=tasks.Fetch)
-            source = workflow.dag_file_source()
+            source = render_dag(workflow)
         except WorkflowError as error:
             assert "task" in str(error)
             return

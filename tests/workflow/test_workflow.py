@@ -8,9 +8,15 @@ import pytest
 from dkist_processing_core import ResourceQueue
 from dkist_processing_core import TaskBase
 from dkist_processing_core import Workflow
+from dkist_processing_core.config import reset_core_configuration
+from dkist_processing_core.export.dag import render_dag
+from dkist_processing_core.export.dag import requirement
+from dkist_processing_core.export.notebook import notebook_cell_source
 from dkist_processing_core.naming import NamingError
 from dkist_processing_core.node import Node
 from dkist_processing_core.workflow import DEFAULT_MAX_ACTIVE_RUNS
+from dkist_processing_core.workflow import MAX_ACTIVE_RUNS_LIMIT
+from dkist_processing_core.workflow import WorkflowCycleError
 from dkist_processing_core.workflow import WorkflowError
 
 
@@ -83,21 +89,24 @@ def test_seed_form_accepts_tags(pipeline):
     assert workflow.tags == ["x", "3", "ops", "smoke"]
 
 
-def test_version_defaults_to_build_version_read_when_the_workflow_is_made(pipeline, monkeypatch):
+def test_version_defaults_to_build_version_of_the_configuration(pipeline, monkeypatch):
     assert (
         Workflow(
             process_category="a", process_name="b", workflow_package=pipeline.package
         ).workflow_version
         == "dev"
     )
+    # The configuration is read once per process (core_configuration()); tests reset it.
     monkeypatch.setenv("BUILD_VERSION", "7.1.2")
+    reset_core_configuration()
     first = Workflow(process_category="a", process_name="b", workflow_package=pipeline.package)
     monkeypatch.setenv("BUILD_VERSION", "7.1.3")
+    reset_core_configuration()
     second = Workflow(process_category="a", process_name="b", workflow_package=pipeline.package)
     assert (first.workflow_version, second.workflow_version) == ("7.1.2", "7.1.3")
     assert second.dag_name == "a_b_7.1.3"
     first.add_node(pipeline.tasks.Fetch)
-    assert first.nodes[0].workflow_version == "7.1.2"
+    assert first.workflow_version == "7.1.2"
 
 
 @pytest.mark.parametrize("package", [None, ""])
@@ -212,26 +221,25 @@ def test_node_attributes(pipeline):
     assert node.task_id == "Calibrate"
     assert node.module_path == f"{pipeline.package}.tasks"
     assert (node.retries, node.retry_delay_seconds) == (2, 5)
-    assert (node.workflow_name, node.workflow_version) == ("My_Workflow", "1.0.0")
+    assert (workflow.workflow_name, workflow.workflow_version) == ("My_Workflow", "1.0.0")
     assert node.upstreams == [tasks.Fetch]
     assert node.upstream_task_ids == ["Fetch"]
     assert node.pip_extras == ["frozen", "gpu"]
     # the tmp package is not installed: the documented fallback is the package name with _ -> -
-    assert node.distribution == pipeline.distribution
-    assert node.requirement == f"{pipeline.distribution}[frozen,gpu]==1.0.0"
-    assert node.pip_timeout == 15
-    assert node.pip_retries == 5
-    assert "_bash_task(task_id='Calibrate'" in node.operator_definition()
-    assert "with Calibrate(recipe_run_id=recipe_run_id" in node.notebook_cell_source()
+    assert workflow.distribution == pipeline.distribution
+    assert requirement(workflow, node) == f"{pipeline.distribution}[frozen,gpu]==1.0.0"
+    assert "_PIP_TIMEOUT = '15'\n_PIP_RETRIES = '5'\n" in render_dag(workflow)
+    assert "_bash_task(task_id='Calibrate'" in render_dag(workflow)
+    assert "with Calibrate(recipe_run_id=recipe_run_id" in notebook_cell_source(workflow, node)
 
 
 def test_pip_settings_come_from_the_environment(pipeline, monkeypatch):
     monkeypatch.setenv("PIP_TIMEOUT", "42")
     monkeypatch.setenv("PIP_RETRIES", "0")
+    reset_core_configuration()  # the configuration is read once per process
     workflow = _workflow(pipeline)
-    node = workflow.add_node(pipeline.tasks.Fetch)
-    assert (node.pip_timeout, node.pip_retries) == (42, 0)
-    assert "_PIP_TIMEOUT = '42'\n_PIP_RETRIES = '0'\n" in workflow.dag_file_source()
+    workflow.add_node(pipeline.tasks.Fetch)
+    assert "_PIP_TIMEOUT = '42'\n_PIP_RETRIES = '0'\n" in render_dag(workflow)
 
 
 def test_non_task_is_rejected(pipeline):
@@ -386,21 +394,20 @@ def test_check_dag_finds_a_cycle_made_by_editing_nodes(pipeline):
     workflow.add_node(tasks.Fetch)
     workflow.add_node(tasks.Calibrate, upstreams=tasks.Fetch)
     workflow.add_node(tasks.Quality)
-    workflow.nodes[0].upstreams.append(
-        tasks.Calibrate
-    )  # lists are plain lists: edit behind our back
-    with pytest.raises(WorkflowError, match="has a cycle among the tasks Fetch, Calibrate"):
+    # the nodes are read-only: only code that reaches into the internals can make a cycle
+    workflow._nodes[0]._upstreams += (tasks.Calibrate,)
+    with pytest.raises(WorkflowCycleError, match="has a cycle among the tasks Fetch, Calibrate"):
         workflow.check_dag()
     with pytest.raises(WorkflowError, match="cycle"):
         workflow.topological_sort()
     with pytest.raises(WorkflowError, match="cycle"):
-        workflow.dag_file_source()
+        render_dag(workflow)
 
 
 def test_check_dag_finds_unknown_upstreams_made_by_editing_nodes(pipeline):
     workflow = _workflow(pipeline)
     workflow.add_node(pipeline.tasks.Fetch)
-    workflow.nodes[0].upstreams.append(pipeline.tasks.Publish)
+    workflow._nodes[0]._upstreams += (pipeline.tasks.Publish,)
     with pytest.raises(
         WorkflowError, match="Fetch lists upstream Publish, which is not in workflow 'My_Workflow'"
     ):
@@ -422,3 +429,27 @@ def test_public_api_exports_workflow_and_node():
 
     assert dkist_processing_core.Workflow is Workflow
     assert dkist_processing_core.Node is Node
+
+
+def test_max_active_runs_has_an_upper_bound_the_scheduler_can_store(pipeline, tmp_path):
+    # 10**30 used to validate and then break `airflow dags reserialize` for the whole folder.
+    for bad in (10**30, 2**31, MAX_ACTIVE_RUNS_LIMIT + 1):
+        with pytest.raises(WorkflowError, match=rf"max_active_runs.*{MAX_ACTIVE_RUNS_LIMIT}"):
+            Workflow(
+                process_category="a",
+                process_name="b",
+                workflow_package=pipeline.package,
+                max_active_runs=bad,
+            )
+    from airflow.dag_processing.dagbag import DagBag
+
+    workflow = Workflow(
+        process_category="a",
+        process_name="b",
+        workflow_package=pipeline.package,
+        max_active_runs=MAX_ACTIVE_RUNS_LIMIT,
+    )
+    workflow.add_node(pipeline.tasks.Fetch)
+    bag = DagBag(dag_folder=str(workflow.export_dag(tmp_path / "dags").parent))
+    assert bag.import_errors == {}
+    assert bag.dags[workflow.dag_name].max_active_runs == MAX_ACTIVE_RUNS_LIMIT

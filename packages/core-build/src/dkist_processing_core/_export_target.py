@@ -17,6 +17,8 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
+from dkist_processing_core.errors import DKISTProcessingCoreError
+
 __all__ = ["ExportTargetError", "StagedExport", "staged_export"]
 
 # Folders an export must never write into (nor stage a folder next to): system locations.
@@ -29,7 +31,7 @@ _SYSTEM_FOLDERS = frozenset(
 )
 
 
-class ExportTargetError(ValueError):
+class ExportTargetError(DKISTProcessingCoreError, ValueError):
     """The export target cannot be used (not a folder, a filesystem root or a system folder)."""
 
 
@@ -69,8 +71,8 @@ def _check_target(target: Path) -> None:
     resolved = target.resolve()
     if resolved.parent == resolved or resolved in _SYSTEM_FOLDERS or resolved == Path.home().resolve():
         raise ExportTargetError(
-            f"{target} is a filesystem root, a system folder or the home folder; "
-            "export into a folder of its own (e.g. ./dags)"
+            f"refusing to export into {target}: it is a filesystem root, a system folder or the "
+            "home folder; export into a folder of its own (e.g. ./dags)"
         )
     if target.exists() and not target.is_dir():
         raise ExportTargetError(

@@ -24,10 +24,12 @@ from pathlib import Path
 from urllib.parse import unquote
 from urllib.parse import urlparse
 
+from dkist_processing_core.errors import DKISTProcessingCoreError
+
 __all__ = ["WheelhouseError", "ensure_wheelhouse", "has_wheel", "local_sources"]
 
 
-class WheelhouseError(RuntimeError):
+class WheelhouseError(DKISTProcessingCoreError, RuntimeError):
     """The wheelhouse could not be built."""
 
 

@@ -18,20 +18,25 @@ and turns them into artifacts:
 
 from __future__ import annotations
 
-import pkgutil
 import shutil
 import sys
 import tempfile
 import traceback
 from collections.abc import Callable
-from dataclasses import dataclass
-from importlib import import_module
 from importlib.metadata import PackageNotFoundError
 from importlib.metadata import version as installed_version
 from pathlib import Path
-from types import ModuleType
 from typing import TYPE_CHECKING
 
+from dkist_processing_core._discovery import Found
+from dkist_processing_core._discovery import PackageLike
+from dkist_processing_core._discovery import Problem
+from dkist_processing_core._discovery import UnknownPackageError
+from dkist_processing_core._discovery import WorkflowNotFoundError
+from dkist_processing_core._discovery import WorkflowValidationError
+from dkist_processing_core._discovery import discover
+from dkist_processing_core._discovery import discover_workflows
+from dkist_processing_core._discovery import find_workflow
 from dkist_processing_core._dockerfile import DEFAULT_BASE_IMAGE
 from dkist_processing_core._dockerfile import NOTEBOOK_FOLDER
 from dkist_processing_core._dockerfile import base_image_for
@@ -39,7 +44,6 @@ from dkist_processing_core._dockerfile import notebook_dockerfile
 from dkist_processing_core._export_target import ExportTargetError
 from dkist_processing_core._export_target import staged_export
 from dkist_processing_core._mermaid import mermaid_flowchart
-from dkist_processing_core.node import DOTTED_NAME_RE
 
 if TYPE_CHECKING:
     from dkist_processing_core.workflow import Workflow
@@ -61,175 +65,17 @@ __all__ = [
 ]
 
 Progress = Callable[[str], None]
-PackageLike = ModuleType | str
 
-
-
-# ----------------------------------------------------------------------------------- errors
-@dataclass(frozen=True)
-class Problem:
-    """One thing wrong with a pipeline package's workflows."""
-
-    kind: str  # "import error", "empty workflow", "cycle", "invalid workflow", "duplicate dag_id", ...
-    subject: str  # module name or DAG id
-    message: str
-    detail: str = ""  # a traceback, when there is one
-
-    def __str__(self) -> str:
-        return f"{self.kind}: {self.subject}: {self.message}"
-
-
-class UnknownPackageError(LookupError):
-    """The pipeline package cannot be found in this environment."""
-
-
-class WorkflowNotFoundError(LookupError):
-    """No workflow (or more than one) of the package matches the requested name."""
-
-
-class WorkflowValidationError(Exception):
-    """The workflows of a package have problems; ``problems`` lists all of them."""
-
-    def __init__(self, package: str, problems: list[Problem]) -> None:
-        self.package = package
-        self.problems = list(problems)
-        lines = [f"{len(self.problems)} problem(s) with the workflows of {package}:"]
-        lines += [f"  - {problem}" for problem in self.problems]
-        super().__init__("\n".join(lines))
-
-
-# -------------------------------------------------------------------------------- discovery
-@dataclass(frozen=True)
-class _Found:
-    workflow: Workflow
-    location: str  # "module:attribute"
-
-
-def _resolve_package(package: PackageLike) -> ModuleType:
-    if isinstance(package, ModuleType):
-        return package
-    if not isinstance(package, str):
-        raise TypeError(
-            f"package must be a module or a dotted module name, got {type(package).__name__}"
-        )
-    if not DOTTED_NAME_RE.fullmatch(package):
-        raise UnknownPackageError(
-            f"{package!r} is not a dotted Python package name (such as my_pipeline.workflows)"
-        )
-    try:
-        return import_module(package)
-    except ModuleNotFoundError as error:
-        if error.name is not None and (
-            package == error.name or package.startswith(error.name + ".")
-        ):
-            raise UnknownPackageError(
-                f"package {package!r} is not importable here ({error}); install the pipeline in this "
-                "environment (pip install -e <pipeline>) or check the name"
-            ) from None
-        raise
-
-
-def _import_problem(module_name: str, error: BaseException) -> Problem:
-    detail = "".join(traceback.format_exception(error))
-    return Problem("import error", module_name, f"{type(error).__name__}: {error}", detail)
-
-
-def _discover(package: PackageLike) -> tuple[str, list[_Found], list[Problem]]:
-    from dkist_processing_core.workflow import Workflow
-
-    try:
-        root = _resolve_package(package)
-    except UnknownPackageError:
-        raise
-    except Exception as error:  # the package itself raises on import
-        name = package if isinstance(package, str) else getattr(package, "__name__", repr(package))
-        return name, [], [_import_problem(name, error)]
-
-    found: list[_Found] = []
-    problems: list[Problem] = []
-    seen: set[int] = set()
-
-    def collect(module: ModuleType) -> None:
-        for attribute, value in list(vars(module).items()):
-            if isinstance(value, Workflow) and id(value) not in seen:
-                seen.add(id(value))
-                found.append(_Found(value, f"{module.__name__}:{attribute}"))
-
-    collect(root)
-    # Import one level at a time, so a subpackage is walked only once it imported cleanly.
-    pending = list(_public_names_one_level(root))
-    while pending:
-        name = pending.pop(0)
-        try:
-            module = import_module(name)
-        except Exception as error:
-            problems.append(_import_problem(name, error))
-            continue
-        collect(module)
-        pending[0:0] = list(_public_names_one_level(module))
-    return root.__name__, found, problems
-
-
-def _public_names_one_level(module: ModuleType) -> list[str]:
-    paths = getattr(module, "__path__", None)
-    if paths is None:
-        return []
-    return [
-        info.name
-        for info in pkgutil.iter_modules(paths, prefix=module.__name__ + ".")
-        if not info.name.rpartition(".")[2].startswith("_")
-    ]
-
-
-def discover_workflows(package: PackageLike) -> list[Workflow]:
-    """Every Workflow object in the public modules of ``package`` (recursively), each once.
-
-    Order: by module name, then by definition order within a module. Modules whose name (or a
-    parent package's name) starts with ``_`` are skipped. Raises :class:`WorkflowValidationError`
-    listing every module that fails to import.
-    """
-    name, found, problems = _discover(package)
-    if problems:
-        raise WorkflowValidationError(name, problems)
-    return [item.workflow for item in found]
-
-
-def find_workflow(package: PackageLike, name: str | None = None) -> Workflow:
-    """The workflow of ``package`` whose DAG id or workflow name is ``name``.
-
-    With ``name`` None the package must hold exactly one workflow.
-    """
-    workflows = discover_workflows(package)
-    package_name = package if isinstance(package, str) else package.__name__
-    choices = ", ".join(workflow.dag_name for workflow in workflows) or "none"
-    if name is None:
-        if len(workflows) == 1:
-            return workflows[0]
-        raise WorkflowNotFoundError(
-            f"{package_name} has {len(workflows)} workflows; name one of: {choices}"
-        )
-    by_dag_id = [workflow for workflow in workflows if workflow.dag_name == name]
-    matches = by_dag_id or [workflow for workflow in workflows if workflow.workflow_name == name]
-    if len(matches) == 1:
-        return matches[0]
-    if not matches:
-        raise WorkflowNotFoundError(
-            f"{package_name} has no workflow {name!r}; choose one of: {choices}"
-        )
-    raise WorkflowNotFoundError(
-        f"{name!r} names {len(matches)} workflows of {package_name}; choose one DAG id of: "
-        + ", ".join(workflow.dag_name for workflow in matches)
-    )
 
 
 # ------------------------------------------------------------------------------- validation
-def _workflow_problems(found: list[_Found]) -> tuple[list[_Found], list[Problem]]:
+def _workflow_problems(found: list[Found]) -> tuple[list[Found], list[Problem]]:
     """Check each workflow and find duplicate DAG ids; return the exportable ones and the problems."""
     from dkist_processing_core.workflow import WorkflowError
 
     problems: list[Problem] = []
-    healthy: list[_Found] = []
-    by_dag_id: dict[str, list[_Found]] = {}
+    healthy: list[Found] = []
+    by_dag_id: dict[str, list[Found]] = {}
     for item in found:
         by_dag_id.setdefault(item.workflow.dag_name, []).append(item)
     for dag_id, items in by_dag_id.items():
@@ -259,7 +105,7 @@ def _workflow_problems(found: list[_Found]) -> tuple[list[_Found], list[Problem]
     return healthy, problems
 
 
-def _export_problem(item: _Found, what: str, error: Exception) -> Problem:
+def _export_problem(item: Found, what: str, error: Exception) -> Problem:
     subject = f"{item.workflow.dag_name} ({item.location})"
     return Problem(
         "export error",
@@ -274,7 +120,7 @@ def _last_line(text: str) -> str:
     return lines[-1] if lines else text.strip()
 
 
-def _dagbag_problems(folder: Path, exported: dict[str, _Found]) -> list[Problem]:
+def _dagbag_problems(folder: Path, exported: dict[str, Found]) -> list[Problem]:
     """Load every file of ``folder`` in one DagBag and compare the DAGs with their workflows."""
     from airflow.dag_processing.dagbag import DagBag
 
@@ -336,11 +182,11 @@ def validate_workflows(
     temporary folder that is removed afterwards; with ``export_path`` the validated files are
     also written there (like :func:`export_dags`).
     """
-    name, found, problems = _discover(workflow_package)
+    name, found, problems = discover(workflow_package)
     healthy, workflow_problems = _workflow_problems(found)
     problems += workflow_problems
     with tempfile.TemporaryDirectory(prefix="dkist-validate-") as folder:
-        exported: dict[str, _Found] = {}
+        exported: dict[str, Found] = {}
         for item in healthy:
             try:
                 path = item.workflow.export_dag(folder)
@@ -360,8 +206,8 @@ def validate_workflows(
 
 
 # ---------------------------------------------------------------------------------- exports
-def _checked_workflows(package: PackageLike) -> tuple[str, list[_Found]]:
-    name, found, problems = _discover(package)
+def _checked_workflows(package: PackageLike) -> tuple[str, list[Found]]:
+    name, found, problems = discover(package)
     healthy, workflow_problems = _workflow_problems(found)
     problems += workflow_problems
     if problems:
@@ -393,7 +239,7 @@ def export_dags(
     """
     name, found = _checked_workflows(workflow_package)
     with staged_export(path) as staged:
-        exported: dict[str, _Found] = {}
+        exported: dict[str, Found] = {}
         problems: list[Problem] = []
         for number, item in enumerate(found, start=1):
             try:
@@ -427,7 +273,7 @@ def export_notebooks(
 
 
 def _stage_notebooks(
-    name: str, found: list[_Found], folder: Path, progress: Progress | None
+    name: str, found: list[Found], folder: Path, progress: Progress | None
 ) -> list[Path]:
     problems: list[Problem] = []
     written: list[Path] = []

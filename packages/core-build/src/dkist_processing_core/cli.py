@@ -1,7 +1,8 @@
 """The ``dkist-processing-core`` command line.
 
 Exit status: 0 success, 1 validation failure / task failure / refused export, 2 usage error
-(bad arguments, unknown package or workflow), 130 interrupted. Errors are printed as one line
+(bad arguments, unknown package or workflow), 128 + the signal's number when a signal stopped it
+(130 SIGINT / Ctrl-C, 143 SIGTERM, 129 SIGHUP). Errors are printed as one line
 (validation reports as one line per problem) and without a traceback unless ``--debug`` is given.
 """
 
@@ -10,13 +11,20 @@ from __future__ import annotations
 import argparse
 import atexit
 import json
+import math
 import os
 import shutil
+import signal
 import sys
 import tempfile
 import traceback
 from pathlib import Path
 from typing import NoReturn
+
+from dkist_processing_core.errors import EXIT_FAILURE
+from dkist_processing_core.errors import EXIT_USAGE
+from dkist_processing_core.errors import DKISTProcessingCoreError
+from dkist_processing_core.errors import UsageError
 
 __all__ = [
     "EXIT_FAILURE",
@@ -29,11 +37,7 @@ __all__ = [
 ]
 
 PROG = "dkist-processing-core"
-EXIT_OK, EXIT_FAILURE, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
-
-
-class UsageError(Exception):
-    """The command line asks for something that cannot be done (exit status 2)."""
+EXIT_OK, EXIT_INTERRUPTED = 0, 130
 
 
 class _Parser(argparse.ArgumentParser):
@@ -64,13 +68,18 @@ def _positive_int(text: str) -> int:
     return value
 
 
-def _positive_float(text: str) -> float:
+def _flush_timeout(text: str) -> float:
+    """Seconds for ``isb flush --timeout``: > 0 and <= 3600, the range of ISB_PUBLISH_TIMEOUT."""
+    from dkist_processing_core.isb import MAX_SECONDS
+
     try:
         value = float(text)
     except ValueError:
-        value = -1.0
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be a number of seconds > 0, got {text!r}")
+        value = math.nan
+    if not (math.isfinite(value) and 0 < value <= MAX_SECONDS):
+        raise argparse.ArgumentTypeError(
+            f"must be a number of seconds > 0 and <= {MAX_SECONDS:g}, got {text!r}"
+        )
     return value
 
 
@@ -169,28 +178,32 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from dkist_processing_core.build_utils import find_workflow
 
     workflow = find_workflow(args.package, args.workflow)
-    if args.engine == "airflow":
-        if args.jobs is not None or args.log_dir is not None or args.no_failure_report:
-            raise UsageError(
-                "--jobs, --log-dir and --no-failure-report apply to the local engine only"
-            )
-        summary = runner.run_airflow(
-            workflow, args.recipe_run_id, wheelhouse=args.wheelhouse, keep=args.keep
-        )
-    else:
-        if args.wheelhouse is not None or args.keep:
-            raise UsageError("--wheelhouse and --keep apply to --engine airflow only")
-        summary = runner.run_local(
-            workflow,
-            args.recipe_run_id,
-            jobs=args.jobs,
-            log_dir=args.log_dir,
-            report_failures=not args.no_failure_report,
-        )
-    print(summary.format(), flush=True)
+    given = {name: getattr(args, name) for name in args.engine_options if hasattr(args, name)}
+    summary = runner.run_workflow(workflow, args.recipe_run_id, args.engine, **given)
+    if not _print_to_stdout(summary.format()):
+        _stderr(f"{PROG}: the summary was not printed: standard output is closed")
     if summary.interrupted:
-        return EXIT_INTERRUPTED
+        return 128 + summary.signal if summary.signal else EXIT_INTERRUPTED
     return EXIT_OK if summary.ok else EXIT_FAILURE
+
+
+def _print_to_stdout(text: str) -> bool:
+    """Print ``text``; False if standard output is gone (``run ... | head`` closed it).
+
+    Standard output then points at /dev/null, so that Python's own flush at exit cannot fail
+    and turn the command's exit status into 120.
+    """
+    try:
+        print(text, flush=True)
+        return True
+    except (BrokenPipeError, ValueError, OSError):
+        try:
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+            os.close(devnull)
+        except (OSError, ValueError):  # no file descriptor behind sys.stdout
+            pass
+        return False
 
 
 def _cmd_config(args: argparse.Namespace) -> int:
@@ -372,42 +385,52 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="N",
         help="recipe run id (non-negative integer) passed to every task",
     )
+    from dkist_processing_core.engines import ENGINES
+
     run.add_argument(
-        "--engine", choices=["local", "airflow"], default="local", help="local (default) or airflow"
+        "--engine", choices=list(ENGINES), default="local", help="local (default) or airflow"
     )
-    run.add_argument(
+    # Engine options: only those given reach the engine, which refuses the ones it does not take.
+    options = run.add_argument_group("engine options")
+    options.add_argument(
         "--jobs",
         "-j",
         type=_positive_int,
-        default=None,
+        default=argparse.SUPPRESS,
         metavar="N",
         help="tasks at a time (default: CPU count; local engine)",
     )
-    run.add_argument(
+    options.add_argument(
         "--log-dir",
         type=Path,
-        default=None,
+        default=argparse.SUPPRESS,
         metavar="DIR",
         help="folder for the task logs (local engine; default: a folder under the system temp dir)",
     )
-    run.add_argument(
+    options.add_argument(
         "--no-failure-report",
-        action="store_true",
+        dest="report_failures",
+        action="store_false",
+        default=argparse.SUPPRESS,
         help="do not report a failed task on the interservice bus (local engine)",
     )
-    run.add_argument(
+    options.add_argument(
         "--wheelhouse",
         type=Path,
-        default=None,
+        default=argparse.SUPPRESS,
         metavar="DIR",
         help="folder of wheels to install the pipeline from; built there if it lacks them (airflow engine)",
     )
-    run.add_argument(
+    options.add_argument(
         "--keep",
         action="store_true",
+        default=argparse.SUPPRESS,
         help="keep the temporary AIRFLOW_HOME and DAG folder (airflow engine)",
     )
-    run.set_defaults(handler=_cmd_run)
+    run.set_defaults(
+        handler=_cmd_run,
+        engine_options=tuple(action.dest for action in options._group_actions),
+    )
 
     config = command(
         "config",
@@ -429,10 +452,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     flush.add_argument(
         "--timeout",
-        type=_positive_float,
+        type=_flush_timeout,
         default=None,
         metavar="SECONDS",
-        help="give up after this long (default: ISB_PUBLISH_TIMEOUT)",
+        help="give up after this long, > 0 and <= 3600 (default: ISB_PUBLISH_TIMEOUT)",
     )
     flush.set_defaults(handler=_cmd_isb_flush)
     isb.set_defaults(handler=None, usage_of=isb)
@@ -442,22 +465,12 @@ def build_parser() -> argparse.ArgumentParser:
 # ------------------------------------------------------------------------------------ main
 def _failure_lines(error: BaseException) -> tuple[int, list[str]]:
     """Exit status and the lines to print for an error raised by a command."""
-    from dkist_processing_core._export_target import ExportTargetError
-    from dkist_processing_core.build_utils import UnknownPackageError
-    from dkist_processing_core.build_utils import WorkflowNotFoundError
     from dkist_processing_core.build_utils import WorkflowValidationError
 
-    if isinstance(error, UsageError | UnknownPackageError | WorkflowNotFoundError):
-        return EXIT_USAGE, [f"{PROG}: error: {_message(error)}"]
     if isinstance(error, WorkflowValidationError):
-        return EXIT_FAILURE, [f"{PROG}: validation failed: {_message(error)}"]
-    if isinstance(error, ExportTargetError):
-        return EXIT_FAILURE, [f"{PROG}: error: {_message(error)}"]
-    from dkist_processing_core.config import ConfigurationError
-    from dkist_processing_core.runner import RunError
-
-    if isinstance(error, RunError | ConfigurationError):
-        return EXIT_FAILURE, [f"{PROG}: error: {_message(error)}"]
+        return error.exit_status, [f"{PROG}: validation failed: {_message(error)}"]
+    if isinstance(error, DKISTProcessingCoreError):
+        return error.exit_status, [f"{PROG}: error: {_message(error)}"]
     return EXIT_FAILURE, [
         f"{PROG}: error: {type(error).__name__}: {_message(error)} (run with --debug for the traceback)"
     ]
@@ -486,9 +499,9 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_USAGE
     try:
         return handler(args)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as interrupt:  # Ctrl-C, or a signal that stopped a run early
         _stderr(f"{PROG}: interrupted")
-        return EXIT_INTERRUPTED
+        return 128 + getattr(interrupt, "signum", signal.SIGINT)
     except Exception as error:
         status, lines = _failure_lines(error)
         if args.debug:

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import re
 
+from dkist_processing_core.errors import DKISTProcessingCoreError
+
 __all__ = [
     "MAX_VERSION_LENGTH",
     "MAX_WORKFLOW_NAME_LENGTH",
@@ -24,7 +26,7 @@ _ALLOWED = re.compile(r"[A-Za-z0-9._-]")
 _ALLOWED_TEXT = "letters, digits, '.', '_' and '-'"
 
 
-class NamingError(ValueError):
+class NamingError(DKISTProcessingCoreError, ValueError):
     """A workflow name, version or DAG id is not allowed."""
 
 

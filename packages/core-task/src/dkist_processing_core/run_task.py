@@ -15,12 +15,13 @@ The task runs exactly as the previous product's worker ran it, ``with Task(...) 
 from __future__ import annotations
 
 import argparse
-import logging
 import os
 import sys
 import traceback
 from importlib import import_module
 from typing import TYPE_CHECKING
+
+from dkist_processing_core.errors import UsageError
 
 if TYPE_CHECKING:
     from dkist_processing_core.task import TaskBase
@@ -30,7 +31,7 @@ __all__ = ["RECIPE_RUN_ID_VARIABLE", "InvocationError", "load_task_class", "main
 RECIPE_RUN_ID_VARIABLE = "RECIPE_RUN_ID"
 
 
-class InvocationError(ValueError):
+class InvocationError(UsageError, ValueError):
     """The task cannot be started as asked (bad recipe run id, unknown task)."""
 
 

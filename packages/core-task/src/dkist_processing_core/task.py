@@ -12,7 +12,6 @@ when the first task is constructed, not at import.
 
 from __future__ import annotations
 
-import operator
 import threading
 from abc import ABC
 from abc import abstractmethod

@@ -1,24 +1,32 @@
 """Masking of secrets in settings: which field names hold one, and masked dumps and reprs.
 
 A field is secret when its name contains ``pass``, ``secret`` or ``token`` (the previous product's
-rule), at any depth of a client's nested models. Masking never changes the settings themselves,
-only what is printed or exported.
+rule) or ``key``, ``credential`` or ``private``, at any depth of a client's nested models; and the
+user-info part of any URL-like text (``scheme://user:password@host``) is masked wherever it appears.
+Masking never changes the settings themselves, only what is printed or exported.
 """
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from pydantic import BaseModel
 
-__all__ = ["SECRET_MASK", "MaskedRepr", "is_secret_field", "masked"]
+__all__ = ["SECRET_MASK", "MaskedRepr", "is_secret_field", "mask_url_user_info", "masked"]
 
 SECRET_MASK = "**********"
-_SECRET_MARKERS = ("pass", "secret", "token")
+_SECRET_MARKERS = ("pass", "secret", "token", "key", "credential", "private")
+_URL_USER_INFO = re.compile(r"(?P<scheme>\b[A-Za-z][A-Za-z0-9+.-]*://)[^/?#@\s]+@")
+
+
+def mask_url_user_info(text: str) -> str:
+    """``text`` with the user-info of every URL in it masked: ``https://**********@host/...``."""
+    return _URL_USER_INFO.sub(lambda match: f"{match.group('scheme')}{SECRET_MASK}@", text)
 
 
 def is_secret_field(name: str) -> bool:
-    """True for field names that hold a secret (contain pass, secret or token)."""
+    """True for field names that hold a secret (contain pass, secret, token, key, credential or private)."""
     lowered = name.lower()
     return any(marker in lowered for marker in _SECRET_MARKERS)
 
@@ -34,6 +42,12 @@ def masked(value: Any, dumped: Any) -> Any:
         return {key: masked(item, dumped[key]) for key, item in zip(dumped, value.values(), strict=True)}
     if isinstance(value, list | tuple) and isinstance(dumped, list) and len(value) == len(dumped):
         return [masked(item, dumped_item) for item, dumped_item in zip(value, dumped, strict=True)]
+    if isinstance(dumped, str):
+        return mask_url_user_info(dumped)
+    if isinstance(dumped, dict):
+        return {key: masked(None, item) for key, item in dumped.items()}
+    if isinstance(dumped, list):
+        return [masked(None, item) for item in dumped]
     return dumped
 
 
@@ -45,7 +59,9 @@ class MaskedRepr:
 
     @classmethod
     def wrap(cls, value: Any) -> Any:
-        """``value`` itself, or a MaskedRepr of it when it may hold models."""
+        """``value`` itself, or a MaskedRepr of it when it may hold models or URLs with user-info."""
+        if isinstance(value, str):
+            return mask_url_user_info(value)
         return cls(value) if isinstance(value, BaseModel | dict | list | tuple) else value
 
     def __repr__(self) -> str:

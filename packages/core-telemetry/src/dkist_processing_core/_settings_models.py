@@ -14,14 +14,14 @@ from typing import Any
 from pydantic import BaseModel
 from pydantic import Field
 from pydantic import field_validator
-from pydantic import model_validator
 
 __all__ = ["DEFAULT_MESH_SERVICE", "MAX_RETRY_SECONDS", "MeshService", "RetryConfig"]
 
-#: Upper bound of every delay in ``RETRY_CONFIG`` (one day): larger values are a typo, not a policy.
-MAX_RETRY_SECONDS = 86_400
-#: Upper bound of ``retry_tries`` and ``retry_backoff``.
-_MAX_TRIES = 1_000_000
+#: Upper bound of every delay in ``RETRY_CONFIG`` (one hour; ``dkist_processing_core.isb`` checks
+#: the same): larger values are a typo, not a policy.
+MAX_RETRY_SECONDS = 3600
+#: Upper bounds of ``retry_tries`` and ``retry_backoff``.
+_MAX_TRIES = 10_000
 _MAX_BACKOFF = 100
 
 
@@ -67,7 +67,7 @@ def _whole_as_int(value: float) -> float:
 class RetryConfig(BaseModel):
     """Retry policy (``RETRY_CONFIG``): delay, exponential backoff, jitter and limits, in seconds.
 
-    Defaults and names are the seed's. Every number must be finite; delays are at most one day.
+    Defaults and names are the seed's. Every number must be finite; delays are at most one hour.
     """
 
     retry_delay: float = Field(default=1, ge=0, le=MAX_RETRY_SECONDS, description="Seconds before the first retry")
@@ -82,9 +82,11 @@ class RetryConfig(BaseModel):
         default=-1, ge=-1, le=_MAX_TRIES, description="Attempts in all; -1 means until the time bound"
     )
 
-    @field_validator("retry_delay", "retry_backoff", "retry_max_delay", mode="before")
+    @field_validator("retry_delay", "retry_backoff", "retry_max_delay", "retry_tries", mode="before")
     @classmethod
-    def _finite(cls, value: Any) -> Any:
+    def _finite_number(cls, value: Any) -> Any:
+        if isinstance(value, bool):
+            raise ValueError("must be a number, not a bool")
         if isinstance(value, float) and not math.isfinite(value):
             raise ValueError("must be a finite number")
         return value
@@ -104,8 +106,9 @@ class RetryConfig(BaseModel):
             raise ValueError(f"retry_jitter must be [low, high] with 0 <= low <= high <= {MAX_RETRY_SECONDS}")
         return _whole_as_int(low), _whole_as_int(high)
 
-    @model_validator(mode="after")
-    def _tries_not_zero(self) -> RetryConfig:
-        if self.retry_tries == 0:
+    @field_validator("retry_tries")
+    @classmethod
+    def _tries_not_zero(cls, value: int) -> int:
+        if value == 0:
             raise ValueError("retry_tries must be -1 (until the time bound) or at least 1")
-        return self
+        return value

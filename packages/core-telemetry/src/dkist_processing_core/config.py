@@ -5,7 +5,8 @@ environment variables of the same name, case-insensitively. Clients subclass
 :class:`DKISTProcessingCoreConfiguration` and add fields of their own.
 
 Values that do not parse raise :class:`ConfigurationError` naming the variable. Secrets (any field
-whose name contains ``pass``, ``secret`` or ``token``) never appear in reprs, errors or
+whose name contains ``pass``, ``secret``, ``token``, ``key``, ``credential`` or ``private``, and
+the user-info of URLs) never appear in reprs, errors or
 :meth:`DKISTProcessingCoreConfiguration.masked_dump`.
 """
 
@@ -26,6 +27,7 @@ from dkist_processing_core._masking import masked
 from dkist_processing_core._settings_models import DEFAULT_MESH_SERVICE
 from dkist_processing_core._settings_models import MeshService
 from dkist_processing_core._settings_models import RetryConfig
+from dkist_processing_core.errors import DKISTProcessingCoreError
 from dkist_processing_core.isb_outbox import default_isb_outbox_dir
 from pydantic import Field
 from pydantic import ValidationError
@@ -41,6 +43,7 @@ __all__ = [
     "DKISTProcessingCoreConfiguration",
     "MeshService",
     "MAX_FILE_DESCRIPTORS_LIMIT",
+    "MIN_FILE_DESCRIPTORS",
     "MAX_ISB_PUBLISH_TIMEOUT",
     "RetryConfig",
     "SECRET_MASK",
@@ -55,13 +58,15 @@ _QUEUE_TYPES = ("classic", "quorum", "stream")
 _ENDPOINT = re.compile(r"(?:https?://)?(?P<host>\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._-]+)(?::(?P<port>[0-9]{1,5}))?/?")
 
 
-#: Linux's default ``fs.nr_open``: no process can have more open files than this.
-MAX_FILE_DESCRIPTORS_LIMIT = 1_048_576
+#: Range of ``MAX_FILE_DESCRIPTORS``: below 64 a Python process cannot do much; above 2**31 - 1
+#: ``setrlimit`` overflows.
+MIN_FILE_DESCRIPTORS = 64
+MAX_FILE_DESCRIPTORS_LIMIT = 2**31 - 1
 #: Upper bound of ``ISB_PUBLISH_TIMEOUT``: a failure callback must not hold an Airflow worker longer.
 MAX_ISB_PUBLISH_TIMEOUT = 3600.0
 
 
-class ConfigurationError(ValueError):
+class ConfigurationError(DKISTProcessingCoreError, ValueError):
     """An environment variable holds a value that cannot be used."""
 
 
@@ -154,7 +159,7 @@ class DKISTProcessingCoreConfiguration(PreviousProductSurface, BaseSettings):
     build_version: str = Field(default="dev", pattern=r"^[A-Za-z0-9._-]+$", description="Fallback build version for workflow tasks.")
     max_file_descriptors: int = Field(
         default=1024,
-        ge=1,
+        ge=MIN_FILE_DESCRIPTORS,
         le=MAX_FILE_DESCRIPTORS_LIMIT,
         description="Maximum number of file descriptors to allow the process.",
     )

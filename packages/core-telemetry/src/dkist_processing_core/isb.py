@@ -29,147 +29,47 @@ that finishes late); consumers deduplicate by ``conversationId`` / ``message_id`
 
 pika and the configuration are imported only when a message is published, so importing this
 module costs nothing in the Airflow scheduler.
+
+This module is the public API; the parts live beside it: ``_isb_target`` (where to publish and
+the limits), ``_isb_delivery`` (the bounded, retrying worker thread), ``_isb_transport`` (pika:
+topology, confirms, error mapping) and ``isb_outbox`` (the durable outbox).
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import math
-import random
-import threading
 import time
 import uuid
-from collections.abc import Callable
 from collections.abc import Mapping
 from dataclasses import dataclass
-from dataclasses import field
-from dataclasses import replace
 from pathlib import Path
-from typing import TYPE_CHECKING
 from typing import Any
 
+from dkist_processing_core._isb_delivery import BoundedDelivery
+from dkist_processing_core._isb_target import FAILURE_QUEUE
+from dkist_processing_core._isb_target import FAILURE_ROUTING_KEY
+from dkist_processing_core._isb_target import MAX_SECONDS
+from dkist_processing_core._isb_target import IsbTarget
+from dkist_processing_core._isb_target import check_seconds
 from dkist_processing_core.isb_outbox import ENVELOPE_FORMAT
-from dkist_processing_core.isb_outbox import Outbox
+from dkist_processing_core.isb_outbox import InvalidMessageError
 from dkist_processing_core.isb_outbox import OutboxError
-from dkist_processing_core.isb_outbox import default_isb_outbox_dir
-
-if TYPE_CHECKING:
-    from dkist_processing_core.config import DKISTProcessingCoreConfiguration
-    from dkist_processing_core.config import RetryConfig
+from dkist_processing_core.isb_outbox import check_envelope
 
 __all__ = [
     "FAILURE_QUEUE",
     "FAILURE_ROUTING_KEY",
+    "MAX_SECONDS",
     "FlushResult",
+    "InvalidMessageError",
     "IsbTarget",
     "PublishResult",
-    "RetryPolicy",
     "flush_outbox",
     "publish",
 ]
 
 logger = logging.getLogger("dkist_processing_core.isb")
-
-FAILURE_QUEUE = "recipe.run.failure.q"
-FAILURE_ROUTING_KEY = "recipe.run.failure.m"
-CONTENT_TYPE = "application/json"
-APP_ID = "dkist-processing-core"
-# Part of the bound kept back from the network so the caller returns before the bound.
-_RESERVE_FRACTION = 0.05
-_RESERVE_MAX = 0.5
-# Shortest time worth starting another connection attempt with.
-_MIN_ATTEMPT_SECONDS = 0.2
-# Longest wait for one connection (TCP connect + AMQP handshake) before the next attempt.
-_CONNECT_TIMEOUT_MAX = 10.0
-# How often a flush looks again at messages other drainers hold.
-_CLAIM_POLL_SECONDS = 0.1
-
-
-@dataclass(frozen=True)
-class RetryPolicy:
-    """Backoff between attempts (the fields of ``RETRY_CONFIG``)."""
-
-    delay: float = 1.0
-    backoff: float = 2.0
-    jitter: tuple[float, float] = (0.0, 1.0)
-    max_delay: float = 30.0
-    tries: int = -1  # attempts in all; -1: until the time bound
-
-    @classmethod
-    def from_config(cls, retry: RetryConfig) -> RetryPolicy:
-        return cls(
-            delay=retry.retry_delay,
-            backoff=retry.retry_backoff,
-            jitter=tuple(retry.retry_jitter),  # type: ignore[arg-type]
-            max_delay=retry.retry_max_delay,
-            tries=retry.retry_tries,
-        )
-
-    def delay_after(self, attempt: int) -> float:
-        """Seconds to wait after failed attempt number ``attempt`` (1-based)."""
-        try:
-            growth = float(self.backoff) ** (attempt - 1)
-        except OverflowError:  # a long series of fast failures; max_delay caps it anyway
-            growth = math.inf
-        base = self.delay * growth if self.delay else 0.0
-        low, high = sorted(self.jitter)
-        return max(0.0, min(base + random.uniform(low, high), self.max_delay))
-
-    def allows(self, attempt: int) -> bool:
-        """True if another attempt may follow attempt number ``attempt``."""
-        return self.tries < 0 or attempt < self.tries
-
-
-@dataclass(frozen=True)
-class IsbTarget:
-    """Where and how to publish; :meth:`from_configuration` fills it from the environment."""
-
-    host: str = "127.0.0.1"
-    port: int = 5672
-    username: str = "guest"
-    password: str = field(default="guest", repr=False)
-    virtual_host: str = "/"
-    exchange: str = "master.direct.x"
-    queue: str = FAILURE_QUEUE
-    routing_key: str = FAILURE_ROUTING_KEY
-    queue_type: str = "classic"
-    # False when the queue is owned by someone else (the producer then only declares the exchange).
-    declare_queue: bool = True
-    publish_timeout: float = 30.0
-    outbox_dir: Path = field(default_factory=default_isb_outbox_dir)
-    retry: RetryPolicy = field(default_factory=RetryPolicy)
-
-    @classmethod
-    def from_configuration(
-        cls, configuration: DKISTProcessingCoreConfiguration | None = None, **overrides: Any
-    ) -> IsbTarget:
-        """The production target from ``configuration`` (default: this process's), with overrides."""
-        if configuration is None:
-            from dkist_processing_core.config import core_configuration
-
-            configuration = core_configuration()
-        service = configuration.isb_mesh_service
-        target = cls(
-            host=service.host,
-            port=service.port,
-            username=configuration.isb_username,
-            password=configuration.isb_password,
-            exchange=configuration.isb_exchange,
-            queue_type=configuration.isb_queue_type,
-            publish_timeout=configuration.isb_publish_timeout,
-            outbox_dir=Path(configuration.isb_outbox_dir),
-            retry=RetryPolicy.from_config(configuration.retry_config),
-        )
-        return replace(target, **overrides) if overrides else target
-
-    @property
-    def broker(self) -> str:
-        return f"{self.host}:{self.port}"
-
-    @property
-    def outbox(self) -> Outbox:
-        return Outbox(self.outbox_dir)
 
 
 @dataclass(frozen=True)
@@ -206,12 +106,17 @@ def publish(
     """Publish ``body`` as one persistent JSON message; never raises for broker problems.
 
     Returns within ``target.publish_timeout`` seconds. ``message_id`` defaults to
-    ``body["conversationId"]`` or a new uuid.
+    ``body["conversationId"]`` or a new uuid. A message that no broker can ever accept (a message
+    id over 255 bytes of UTF-8, a body that is not strict JSON or is over 1 MiB) raises
+    :class:`InvalidMessageError` before any work, as does a body that is not JSON-serialisable
+    (``TypeError``): both are programming errors, and keeping such a message would block nothing
+    but never deliver it either.
     """
     started = time.monotonic()
     target = target or IsbTarget.from_configuration()
     body = dict(body)
     json.dumps(body)  # not JSON-serialisable: a programming error, raised before any work
+    source = "message_id" if message_id else "message_id (from conversationId)"
     message_id = message_id or str(body.get("conversationId") or uuid.uuid4().hex)
     envelope = {
         "format": ENVELOPE_FORMAT,
@@ -221,6 +126,11 @@ def publish(
         "routing_key": target.routing_key,
         "body": body,
     }
+    try:
+        check_envelope(envelope)
+    except InvalidMessageError as error:
+        text = str(error).replace("field 'message_id'", source)
+        raise InvalidMessageError(f"ISB message not published: {text}") from None
     outbox = target.outbox
     own_path: Path | None
     try:
@@ -229,7 +139,7 @@ def publish(
         own_path = None
         logger.error("%s; publishing message %s without a safety copy", error, message_id)
 
-    run = _Run(target, outbox, started=started, bound=target.publish_timeout)
+    run = BoundedDelivery(target, outbox, started=started, bound=target.publish_timeout)
     run.own_path = own_path
     if own_path is None:
         run.extra = envelope
@@ -285,11 +195,13 @@ def publish(
 def flush_outbox(target: IsbTarget | None = None, *, timeout: float | None = None) -> FlushResult:
     """Send every message of the outbox, oldest first; returns within ``timeout`` seconds.
 
-    ``timeout`` defaults to the target's ``publish_timeout``. Messages another drainer holds are
-    waited for (until ``timeout``), since a drainer that fails releases them undelivered. Never
-    raises for broker problems.
+    ``timeout`` defaults to the target's ``publish_timeout``; like it, a number of seconds > 0 and
+    <= 3600 (else ValueError). Messages another drainer holds are waited for (until ``timeout``),
+    since a drainer that fails releases them undelivered. Never raises for broker problems.
     """
     started = time.monotonic()
+    if timeout is not None:
+        timeout = check_seconds(timeout, "flush_outbox timeout (isb flush --timeout)", positive=True)
     target = target or IsbTarget.from_configuration()
     bound = target.publish_timeout if timeout is None else timeout
     outbox = target.outbox
@@ -299,7 +211,7 @@ def flush_outbox(target: IsbTarget | None = None, *, timeout: float | None = Non
         return FlushResult(
             delivered=0, remaining=0, attempts=0, duration=time.monotonic() - started
         )
-    run = _Run(target, outbox, started=started, bound=bound)
+    run = BoundedDelivery(target, outbox, started=started, bound=bound)
     run.execute(work=run.drain_until_empty)
     remaining = len(outbox.pending())
     duration = time.monotonic() - started
@@ -320,283 +232,3 @@ def flush_outbox(target: IsbTarget | None = None, *, timeout: float | None = Non
         duration=duration,
         error=run.error if remaining else None,
     )
-
-
-# ------------------------------------------------------------------------------- internals
-class _Fatal(Exception):
-    """An error that waiting will not fix (credentials, permissions, contradicting topology)."""
-
-
-class _Run:
-    """One bounded delivery job: retries in a worker thread, the caller waits until the bound."""
-
-    def __init__(self, target: IsbTarget, outbox: Outbox, started: float, bound: float) -> None:
-        self.target = target
-        self.outbox = outbox
-        self.deadline = started + bound
-        self.network_deadline = self.deadline - min(_RESERVE_MAX, bound * _RESERVE_FRACTION)
-        self.stop = threading.Event()
-        self.attempts = 0
-        self.delivered = 0
-        self.error: str | None = None
-        self.own_path: Path | None = None  # the caller's message in the outbox
-        self.own_delivered = False
-        self.extra: dict[str, Any] | None = None  # the caller's message if the outbox failed
-
-    def execute(self, work: Callable[[Any], None]) -> None:
-        worker = threading.Thread(
-            target=self._attempts, args=(work,), name="dkist-isb-publish", daemon=True
-        )
-        worker.start()
-        worker.join(max(0.0, self.deadline - time.monotonic()))
-        if worker.is_alive():
-            # pika is blocked somewhere its own timeouts do not reach; leave it behind. Whatever
-            # it holds stays in the outbox (its claims vanish with it).
-            self.stop.set()
-            self.error = self.error or "time bound reached while the broker was not answering"
-
-    # -- runs in the worker thread
-    def _attempts(self, work: Callable[[Any], None]) -> None:
-        try:
-            import pika  # noqa: F401  (imported here: keeps the module light)
-        except ImportError as error:  # pragma: no cover - pika is a dependency
-            self.error = f"pika is not installed: {error}"
-            return
-        attempt = 0
-        while not self.stop.is_set():
-            remaining = self.network_deadline - time.monotonic()
-            if remaining <= 0:
-                return
-            attempt += 1
-            self.attempts = attempt
-            try:
-                with _Channel(self.target, remaining) as channel:
-                    work(channel)
-                self.error = None
-                return
-            except _Fatal as error:
-                self.error = str(error)
-                logger.error("%s", error)
-                return
-            except Exception as error:  # every other failure is worth a retry
-                self.error = _describe(error)
-            if not self.target.retry.allows(attempt):
-                logger.warning(
-                    "ISB attempt %d to %s failed (%s); no retries left (RETRY_CONFIG retry_tries=%d)",
-                    attempt,
-                    self.target.broker,
-                    self.error,
-                    self.target.retry.tries,
-                )
-                return
-            delay = self.target.retry.delay_after(attempt)
-            room = self.network_deadline - time.monotonic() - _MIN_ATTEMPT_SECONDS
-            if room <= 0:
-                logger.warning(
-                    "ISB attempt %d to %s failed (%s); no time left for another attempt",
-                    attempt,
-                    self.target.broker,
-                    self.error,
-                )
-                return
-            delay = min(delay, room)
-            logger.warning(
-                "ISB attempt %d to %s failed (%s); retrying in %.2f s",
-                attempt,
-                self.target.broker,
-                self.error,
-                delay,
-            )
-            if self.stop.wait(delay):
-                return
-
-    def _in_time(self) -> bool:
-        return not self.stop.is_set() and time.monotonic() < self.network_deadline
-
-    def _deliver(self, channel: _Channel, path: Path) -> bool:
-        """Send one outbox file if this run can claim it; False if it is gone or held elsewhere."""
-        with self.outbox.claim(path) as claimed:
-            if claimed is None:
-                return False
-            channel.publish(claimed.envelope)
-            claimed.done()
-        self.delivered += 1
-        if path == self.own_path:
-            self.own_delivered = True
-        return True
-
-    def _drain_once(self, channel: _Channel) -> int:
-        """One pass over the outbox, oldest first; returns the messages this pass delivered."""
-        sent = 0
-        try:
-            pending = self.outbox.pending()
-        except OSError as error:
-            logger.error("cannot read the ISB outbox %s: %s", self.outbox.directory, error)
-            return 0
-        try:
-            for path in pending:
-                if not self._in_time():
-                    break
-                sent += self._deliver(channel, path)
-        finally:
-            self.outbox.sync()
-        return sent
-
-    def deliver_outbox(self, channel: _Channel) -> None:
-        """Drain the outbox in order, then make sure the caller's own message went out: another
-        drainer holding it may still fail, so wait for it to be gone or claim it ourselves."""
-        self._drain_once(channel)
-        own = self.own_path
-        while own is not None and own.exists() and self._in_time():
-            if self.stop.wait(_CLAIM_POLL_SECONDS):
-                return
-            channel.keep_alive()
-            if self._deliver(channel, own):
-                self.outbox.sync()
-        if self.extra is not None and self._in_time():
-            channel.publish(self.extra)
-            self.own_delivered = True
-            self.delivered += 1
-
-    def drain_until_empty(self, channel: _Channel) -> None:
-        """Drain until the outbox is empty; files claimed by other drainers are waited for, since
-        a claim is released without delivery when its holder fails."""
-        while self._in_time():
-            if self._drain_once(channel):
-                continue
-            if not self.outbox.pending() or self.stop.wait(_CLAIM_POLL_SECONDS):
-                return
-            channel.keep_alive()
-
-
-class _Channel:
-    """A confirming channel on a fresh connection, with the topology declared."""
-
-    def __init__(self, target: IsbTarget, remaining: float) -> None:
-        self.target = target
-        self.remaining = remaining
-        self.connection: Any = None
-        self.channel: Any = None
-
-    def __enter__(self) -> _Channel:
-        import pika
-        import pika.exceptions as errors
-
-        target = self.target
-        # A broker that accepts and never answers gets a second chance within a long bound.
-        seconds = max(0.05, min(self.remaining, _CONNECT_TIMEOUT_MAX))
-        parameters = pika.ConnectionParameters(
-            host=target.host,
-            port=target.port,
-            virtual_host=target.virtual_host,
-            credentials=pika.PlainCredentials(target.username, target.password),
-            connection_attempts=1,
-            retry_delay=0,
-            socket_timeout=seconds,
-            stack_timeout=seconds,
-            blocked_connection_timeout=max(0.05, self.remaining),
-            heartbeat=max(1, min(60, math.ceil(target.publish_timeout))),
-            client_properties={"connection_name": "dkist-processing-core isb producer"},
-        )
-        try:
-            self.connection = pika.BlockingConnection(parameters)
-        except errors.ProbableAuthenticationError as error:
-            # pika also says "probable authentication error" for any connection lost during the
-            # login stage (a restarting broker); only the broker's explicit 403 is final.
-            if "ACCESS_REFUSED" not in str(error):
-                raise
-            raise _Fatal(
-                f"ISB broker {target.broker} refused the credentials of user {target.username!r} "
-                f"({_reply_text(error)}); check ISB_USERNAME and ISB_PASSWORD"
-            ) from None
-        except errors.ProbableAccessDeniedError as error:
-            if "NOT_ALLOWED" not in str(error) and "ACCESS_REFUSED" not in str(error):
-                raise
-            raise _Fatal(
-                f"ISB broker {target.broker} refused user {target.username!r} access to virtual "
-                f"host {target.virtual_host!r} ({_reply_text(error)})"
-            ) from None
-        try:
-            channel = self.connection.channel()
-            if target.exchange:
-                channel.exchange_declare(target.exchange, exchange_type="direct", durable=True)
-            if target.declare_queue:
-                channel.queue_declare(
-                    target.queue, durable=True, arguments={"x-queue-type": target.queue_type}
-                )
-                channel.queue_bind(target.queue, target.exchange, routing_key=target.routing_key)
-            channel.confirm_delivery()
-        except errors.ChannelClosedByBroker as error:
-            self._close()
-            if error.reply_code in (403, 406, 530):
-                raise _Fatal(
-                    f"ISB broker {target.broker} rejected the topology for user "
-                    f"{target.username!r} (exchange {target.exchange!r}, queue {target.queue!r}, "
-                    f"x-queue-type {target.queue_type!r}): ({error.reply_code}) "
-                    f"{error.reply_text}; check ISB_EXCHANGE, ISB_QUEUE_TYPE and the user's "
-                    "permissions"
-                ) from None
-            raise
-        except BaseException:
-            self._close()
-            raise
-        self.channel = channel
-        return self
-
-    def publish(self, envelope: Mapping[str, Any]) -> None:
-        """Publish and wait for the confirm; raises on nack, return or lost connection."""
-        import pika
-
-        self.channel.basic_publish(
-            exchange=self.target.exchange,
-            routing_key=self.target.routing_key,
-            body=json.dumps(envelope["body"]).encode("utf-8"),
-            properties=pika.BasicProperties(
-                content_type=CONTENT_TYPE,
-                delivery_mode=pika.DeliveryMode.Persistent,
-                message_id=str(envelope.get("message_id") or uuid.uuid4().hex),
-                timestamp=int(envelope.get("created_ns", time.time_ns()) // 1_000_000_000),
-                app_id=APP_ID,
-            ),
-            mandatory=True,
-        )
-
-    def keep_alive(self) -> None:
-        """Serve heartbeats and broker events while waiting between passes."""
-        self.connection.process_data_events(time_limit=0)
-
-    def __exit__(self, *exc_info: object) -> None:
-        self._close()
-
-    def _close(self) -> None:
-        connection, self.connection = self.connection, None
-        if connection is not None and connection.is_open:
-            try:
-                connection.close()
-            except Exception:  # closing a broken connection may fail
-                logger.debug("closing the ISB connection failed", exc_info=True)
-
-
-def _describe(error: BaseException) -> str:
-    import pika.exceptions as errors
-
-    if isinstance(error, errors.UnroutableError):
-        return (
-            "message returned as unroutable: no queue is bound to the exchange with this routing "
-            "key"
-        )
-    if isinstance(error, errors.NackError):
-        return "message nacked by the broker"
-    text = str(error) or repr(error)
-    name = type(error).__name__
-    return text if text.startswith(name) else f"{name}: {text}"
-
-
-def _reply_text(error: BaseException) -> str:
-    text = str(error)
-    marker = "ACCESS_REFUSED"
-    if marker in text:
-        return text[text.index(marker) :].split(".")[0]
-    if "NOT_ALLOWED" in text:
-        return text[text.index("NOT_ALLOWED") :].rstrip("'\",)")
-    return text

@@ -9,6 +9,13 @@ with a non-blocking ``flock`` on it and checks that the name still points to the
 (another reader may have delivered and removed it meanwhile). Locks vanish with the process that
 holds them, so a crashed reader never strands a message. A file is deleted only by the holder of
 its claim, after the broker confirmed it: a message can be sent twice, never lost.
+
+Checking: every envelope is checked when it is written (:meth:`Outbox.put` refuses it with
+:class:`InvalidMessageError`) and again when it is read (:func:`check_envelope`). An entry that no
+broker can ever accept (unparseable, a field out of range, a message id over 255 bytes, a body
+over 1 MiB) or that is not a plain file (a directory, a FIFO, a symbolic link with an entry's name)
+is moved to ``rejected/`` with one ERROR line saying where and why. It is never deleted, and it
+never holds back the entries after it.
 """
 
 from __future__ import annotations
@@ -19,6 +26,7 @@ import json
 import logging
 import os
 import re
+import stat
 import time
 import uuid
 from collections.abc import Iterator
@@ -26,7 +34,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-__all__ = ["ClaimedMessage", "Outbox", "OutboxError", "default_isb_outbox_dir"]
+from dkist_processing_core.errors import DKISTProcessingCoreError
+
+__all__ = [
+    "MAX_BODY_BYTES",
+    "MAX_SHORT_STRING_BYTES",
+    "ClaimedMessage",
+    "InvalidMessageError",
+    "Outbox",
+    "OutboxError",
+    "check_envelope",
+    "default_isb_outbox_dir",
+]
 
 logger = logging.getLogger("dkist_processing_core.isb")
 
@@ -36,6 +55,14 @@ _TEMP_PREFIX = ".tmp-"
 _REJECTED = "rejected"
 # A temporary file this old belongs to a writer that died between fsync and rename.
 _STALE_TEMP_SECONDS = 600.0
+#: AMQP short strings (the message id; also exchange and routing key) hold at most 255 bytes.
+MAX_SHORT_STRING_BYTES = 255
+#: Largest JSON body sent; a failure report is well under 1 KiB.
+MAX_BODY_BYTES = 1 << 20
+# Largest entry file read: the body (no longer in the file than on the wire) plus the envelope.
+_MAX_FILE_BYTES = MAX_BODY_BYTES + 16384
+# created_ns: nanoseconds since 1970 in a signed 64-bit integer (until the year 2262).
+_MAX_CREATED_NS = 2**63 - 1
 
 
 def default_isb_outbox_dir() -> Path:
@@ -43,8 +70,80 @@ def default_isb_outbox_dir() -> Path:
     return Path.home() / ".local" / "state" / "dkist-processing-core" / "isb-outbox"
 
 
-class OutboxError(OSError):
+class OutboxError(DKISTProcessingCoreError, OSError):
     """The outbox folder cannot be written (permissions, full disk, read-only file system)."""
+
+
+class InvalidMessageError(DKISTProcessingCoreError, ValueError):
+    """A message that no broker can ever accept; the text names the field and the limit."""
+
+
+def check_envelope(envelope: object) -> dict[str, Any]:
+    """Return ``envelope`` if it can be stored and sent, else raise :class:`InvalidMessageError`.
+
+    ``format`` must be 1 and ``body`` a JSON object in strict JSON (no NaN or infinity, valid
+    Unicode) of at most :data:`MAX_BODY_BYTES` bytes as sent. Optional fields: ``message_id``
+    (1 to 255 bytes of UTF-8), ``created_ns`` (an integer from 0 to 2**63 - 1), ``exchange`` and
+    ``routing_key`` (at most 255 bytes of UTF-8; kept for inspection). Other fields are ignored.
+    """
+    if not isinstance(envelope, dict):
+        raise InvalidMessageError(f"the envelope is a JSON {_json_type(envelope)}, not an object")
+    version = envelope.get("format")
+    if type(version) is not int or version != ENVELOPE_FORMAT:
+        raise InvalidMessageError(
+            f"field 'format' is {version!r:.40}; this version reads format {ENVELOPE_FORMAT}"
+        )
+    _check_body(envelope.get("body"))
+    if envelope.get("message_id") is not None:
+        _check_short_string("message_id", envelope["message_id"], allow_empty=False)
+    for name in ("exchange", "routing_key"):
+        if envelope.get(name) is not None:
+            _check_short_string(name, envelope[name], allow_empty=True)
+    created_ns = envelope.get("created_ns")
+    if created_ns is not None and not (
+        type(created_ns) is int and 0 <= created_ns <= _MAX_CREATED_NS
+    ):
+        raise InvalidMessageError(
+            "field 'created_ns' must be an integer from 0 to 2**63 - 1 (nanoseconds since 1970), "
+            f"got {created_ns!r:.40}"
+        )
+    return envelope
+
+
+def _json_type(value: object) -> str:
+    names = {dict: "object", list: "array", str: "string", bool: "boolean", type(None): "null"}
+    if type(value) in names:
+        return names[type(value)]
+    return "number" if isinstance(value, int | float) else type(value).__name__
+
+
+def _check_short_string(name: str, value: object, *, allow_empty: bool) -> None:
+    if not isinstance(value, str):
+        raise InvalidMessageError(f"field {name!r} must be a string, got a {_json_type(value)}")
+    try:
+        size = len(value.encode("utf-8"))
+    except UnicodeEncodeError:
+        raise InvalidMessageError(f"field {name!r} is not valid Unicode text") from None
+    if size > MAX_SHORT_STRING_BYTES or (size == 0 and not allow_empty):
+        low = 0 if allow_empty else 1
+        raise InvalidMessageError(
+            f"field {name!r} is {size} bytes of UTF-8; AMQP carries {low} to "
+            f"{MAX_SHORT_STRING_BYTES} bytes"
+        )
+
+
+def _check_body(body: object) -> None:
+    if not isinstance(body, dict):
+        raise InvalidMessageError(f"field 'body' must be a JSON object, got a {_json_type(body)}")
+    try:
+        sent = json.dumps(body, allow_nan=False)
+        json.dumps(body, ensure_ascii=False).encode("utf-8")  # as stored: a lone surrogate fails
+    except (TypeError, ValueError, RecursionError) as error:
+        raise InvalidMessageError(f"field 'body' is not strict JSON: {error}") from None
+    if len(sent) > MAX_BODY_BYTES:
+        raise InvalidMessageError(
+            f"field 'body' is {len(sent)} bytes of JSON; at most {MAX_BODY_BYTES} are sent"
+        )
 
 
 @dataclass
@@ -69,14 +168,19 @@ class Outbox:
     def __init__(self, directory: os.PathLike[str] | str) -> None:
         self.directory = Path(directory)
         self._dirty = False
+        #: Entries that can never be sent and could not be moved aside; this object skips them.
+        self.unmovable: set[Path] = set()
 
     def __repr__(self) -> str:
         return f"Outbox({str(self.directory)!r})"
 
     # ----------------------------------------------------------------------------- writing
     def put(self, envelope: dict[str, Any]) -> Path:
-        """Store one message durably and return its file."""
-        data = json.dumps(envelope, ensure_ascii=False).encode("utf-8")
+        """Store one message durably and return its file.
+
+        Raises :class:`InvalidMessageError` (and writes nothing) for an envelope no broker accepts.
+        """
+        data = json.dumps(check_envelope(envelope), ensure_ascii=False).encode("utf-8")
         name = f"{time.time_ns():020d}-{os.getpid()}-{uuid.uuid4().hex}.json"
         final = self.directory / name
         temp = self.directory / f"{_TEMP_PREFIX}{name}"
@@ -118,10 +222,15 @@ class Outbox:
 
     @contextlib.contextmanager
     def claim(self, path: Path) -> Iterator[ClaimedMessage | None]:
-        """Claim ``path`` for delivery; yields ``None`` if it is gone or claimed by someone else."""
+        """Claim ``path`` for delivery; yields ``None`` if it is gone or claimed by someone else,
+        or if it can never be sent (it is then moved to ``rejected/``)."""
         try:
-            fd = _open_for_lock(path)
+            fd = _open_entry(path)
         except FileNotFoundError:
+            yield None
+            return
+        except OSError as error:  # a directory, a symbolic link, a FIFO: never a message
+            self.reject(path, f"it cannot be read as a plain file ({error.strerror or error})")
             yield None
             return
         try:
@@ -141,9 +250,10 @@ class Outbox:
             if not _same_file(path, fd):  # delivered and removed by another reader meanwhile
                 yield None
                 return
-            envelope = _read_envelope(fd)
-            if envelope is None:
-                self._reject(path)
+            try:
+                envelope = check_envelope(_parse(_read_entry(fd)))
+            except InvalidMessageError as error:
+                self.reject(path, str(error))
                 yield None
                 return
             yield ClaimedMessage(path=path, envelope=envelope, _fd=fd, _outbox=self)
@@ -170,18 +280,21 @@ class Outbox:
                 continue
             temp = self.directory / name
             try:
-                stat = temp.stat()
-                if now - stat.st_mtime < _STALE_TEMP_SECONDS:
+                status = temp.lstat()
+                if now - status.st_mtime < _STALE_TEMP_SECONDS:
                     continue
-                with open(temp, "rb") as handle:
-                    envelope = _parse(handle.read())
-                if envelope is None:
-                    logger.warning("incomplete outbox file %s left for inspection", temp)
-                    continue
-                final = self.directory / (
-                    f"{stat.st_mtime_ns:020d}-{os.getpid()}-{uuid.uuid4().hex}.json"
-                )
+                fd = _open_entry(temp)
+                try:
+                    check_envelope(_parse(_read_entry(fd)))
+                finally:
+                    os.close(fd)
+                # A clock set before 1970 must not give a name that sorts out of sight.
+                stamp = max(0, status.st_mtime_ns)
+                final = self.directory / f"{stamp:020d}-{os.getpid()}-{uuid.uuid4().hex}.json"
                 os.rename(temp, final)
+            except InvalidMessageError:
+                logger.warning("incomplete outbox file %s left for inspection", temp)
+                continue
             except OSError:
                 continue
             recovered += 1
@@ -190,19 +303,32 @@ class Outbox:
             self._fsync_directory()
         return recovered
 
-    def _reject(self, path: Path) -> None:
-        """Move an unreadable file aside so it does not block the queue; never delete it."""
-        target = self.directory / _REJECTED / path.name
+    def reject(self, path: Path, reason: str) -> None:
+        """Move an entry that can never be sent to ``rejected/``, saying why; never delete it."""
+        folder = self.directory / _REJECTED
+        target = folder / path.name
         try:
-            target.parent.mkdir(exist_ok=True)
+            folder.mkdir(exist_ok=True)
+            if os.path.lexists(target):
+                target = folder / f"{path.name}.{uuid.uuid4().hex}"
             os.rename(path, target)
+        except FileNotFoundError:
+            return  # another drainer moved it first
         except OSError as error:
+            self.unmovable.add(path)
             logger.error(
-                "outbox file %s is not a valid message and cannot be moved: %s", path, error
+                "outbox entry %s can never be sent, because %s; it cannot be moved aside (%s), "
+                "so it is skipped",
+                path,
+                reason,
+                error,
             )
             return
         logger.error(
-            "outbox file %s is not a valid message; moved to %s for inspection", path, target
+            "outbox entry %s can never be sent, because %s; moved to %s for inspection",
+            path,
+            reason,
+            target,
         )
 
     def _fsync_directory(self) -> None:
@@ -213,12 +339,20 @@ class Outbox:
             os.close(fd)
 
 
-def _open_for_lock(path: Path) -> int:
-    # Read-write where allowed: NFS emulates flock with fcntl locks, which need it for LOCK_EX.
+def _open_entry(path: Path) -> int:
+    """Open an entry for reading and locking; OSError for anything but a plain file."""
+    # Never follow a symbolic link, never block on a FIFO. Read-write where allowed: NFS
+    # emulates flock with fcntl locks, which need it for LOCK_EX.
+    flags = os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
     try:
-        return os.open(path, os.O_RDWR)
+        fd = os.open(path, os.O_RDWR | flags)
     except PermissionError:
-        return os.open(path, os.O_RDONLY)
+        fd = os.open(path, os.O_RDONLY | flags)
+    mode = os.fstat(fd).st_mode
+    if not stat.S_ISREG(mode):
+        os.close(fd)
+        raise OSError(0, "a FIFO" if stat.S_ISFIFO(mode) else "not a plain file")
+    return fd
 
 
 def _same_file(path: Path, fd: int) -> bool:
@@ -230,20 +364,27 @@ def _same_file(path: Path, fd: int) -> bool:
     return (current.st_dev, current.st_ino) == (opened.st_dev, opened.st_ino)
 
 
-def _read_envelope(fd: int) -> dict[str, Any] | None:
+def _read_entry(fd: int) -> bytes:
+    """The file's bytes; InvalidMessageError if it is larger than any valid entry."""
     chunks = []
-    while chunk := os.read(fd, 65536):
-        chunks.append(chunk)
-    return _parse(b"".join(chunks))
-
-
-def _parse(data: bytes) -> dict[str, Any] | None:
+    size = 0
     try:
-        envelope = json.loads(data.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError):
-        return None
-    if not isinstance(envelope, dict) or envelope.get("format") != ENVELOPE_FORMAT:
-        return None
-    if not isinstance(envelope.get("body"), dict):
-        return None
-    return envelope
+        while chunk := os.read(fd, 65536):
+            chunks.append(chunk)
+            size += len(chunk)
+            if size > _MAX_FILE_BYTES:
+                raise InvalidMessageError(f"the file is larger than {_MAX_FILE_BYTES} bytes")
+    except OSError as error:
+        raise InvalidMessageError(f"the file cannot be read ({error})") from None
+    return b"".join(chunks)
+
+
+def _parse(data: bytes) -> object:
+    try:
+        return json.loads(data.decode("utf-8"))
+    except UnicodeDecodeError:
+        raise InvalidMessageError("the file is not UTF-8 text") from None
+    except RecursionError:
+        raise InvalidMessageError("the file's JSON is nested too deeply") from None
+    except ValueError as error:
+        raise InvalidMessageError(f"the file is not JSON ({error})") from None

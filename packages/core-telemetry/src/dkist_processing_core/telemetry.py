@@ -7,6 +7,13 @@ With an OTLP endpoint configured (``OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`` /
 ``service.version`` = ``DKIST_SERVICE_VERSION``. Without one, telemetry is a no-op: no SDK, exporter
 or grpc module is imported, nothing touches the network and nothing is logged above DEBUG.
 
+Exit is bounded: :func:`flush_telemetry` (called by ``TaskBase.__exit__``) flushes traces and
+metrics side by side and returns after at most 5 s, whatever the exporters wait for; the SDK's own
+exit-time shutdown is replaced by one that takes at most 5 s when nothing was flushed before, 1 s
+after a flush that finished, and 0.25 s after one that did not (the collector is unreachable or
+stalls: it is not waited for twice). Exporters give up on one export after 5 s unless
+``OTEL_EXPORTER_OTLP_TIMEOUT`` (or the traces/metrics variant) says otherwise.
+
 The providers are kept here, not only in OpenTelemetry's set-once globals, so that tests and
 clients can put their own in place with :func:`install_providers` (for example SDK providers with an
 ``InMemorySpanExporter``) and go back with :func:`reset_telemetry`. Exporting providers created here
@@ -21,14 +28,18 @@ and the system metrics instrumentation (metrics endpoint) are switched on, excep
 
 from __future__ import annotations
 
-import importlib
-import importlib.util
+import atexit
 import logging
+import os
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 from typing import Any
+
+from dkist_processing_core._instrumentation import INSTRUMENTATIONS
+from dkist_processing_core._instrumentation import auto_instrument
 
 if TYPE_CHECKING:
     from dkist_processing_core.config import DKISTProcessingCoreConfiguration
@@ -38,6 +49,7 @@ if TYPE_CHECKING:
     from opentelemetry.trace import TracerProvider
 
 __all__ = [
+    "FLUSH_TIMEOUT_SECONDS",
     "INSTRUMENTATIONS",
     "TelemetryProviders",
     "flush_telemetry",
@@ -52,13 +64,17 @@ __all__ = [
 
 _log = logging.getLogger(__name__)
 
-# name in OTEL_PYTHON_DISABLED_INSTRUMENTATIONS -> (instrumentation module, instrumentor class, library it instruments)
-INSTRUMENTATIONS: dict[str, tuple[str, str, str]] = {
-    "pika": ("opentelemetry.instrumentation.pika", "PikaInstrumentor", "pika"),
-    "requests": ("opentelemetry.instrumentation.requests", "RequestsInstrumentor", "requests"),
-    "system_metrics": ("opentelemetry.instrumentation.system_metrics", "SystemMetricsInstrumentor", "psutil"),
+#: Longest :func:`flush_telemetry` waits by default (traces and metrics are flushed side by side);
+#: also how long one OTLP export may take unless OTEL_EXPORTER_OTLP_*TIMEOUT says otherwise.
+FLUSH_TIMEOUT_SECONDS = 5.0
+# Longest the exit-time shutdown waits: nothing flushed before / after a flush that finished /
+# after one that did not (an unreachable or stalled collector is not waited for twice).
+_EXIT_SHUTDOWN_SECONDS = {None: FLUSH_TIMEOUT_SECONDS, True: 1.0, False: 0.25}
+_TIMEOUT_VARIABLES = {
+    "traces": ("OTEL_EXPORTER_OTLP_TIMEOUT", "OTEL_EXPORTER_OTLP_TRACES_TIMEOUT"),
+    "metrics": ("OTEL_EXPORTER_OTLP_TIMEOUT", "OTEL_EXPORTER_OTLP_METRICS_TIMEOUT"),
 }
-
+_UNFINISHED = object()
 
 @dataclass(frozen=True)
 class TelemetryProviders:
@@ -78,6 +94,11 @@ class TelemetryProviders:
 
 _lock = threading.RLock()
 _providers: TelemetryProviders | None = None
+# Exporting providers built here; shut down (bounded) at exit. None: no flush yet, else whether the
+# last flush finished.
+_built: list[Any] = []
+_last_flush_finished: bool | None = None
+_exit_handler_registered = False
 
 
 def telemetry_providers(configuration: DKISTProcessingCoreConfiguration | None = None) -> TelemetryProviders:
@@ -148,32 +169,110 @@ def reset_telemetry() -> None:
         _providers = None
 
 
-def flush_telemetry(timeout_seconds: float = 10.0) -> bool:
+def flush_telemetry(timeout_seconds: float = FLUSH_TIMEOUT_SECONDS) -> bool:
     """Export what the providers hold, waiting at most ``timeout_seconds`` in all; never raises.
 
+    Traces and metrics are flushed side by side in threads of their own, so the bound holds
+    whatever an exporter waits for (an unreachable collector, one that accepts and never answers).
     Returns True when everything was exported (or nothing was pending). Providers that were never
     created are not created by this call.
     """
+    global _last_flush_finished
     providers = _providers
     if providers is None:
         return True
-    deadline = time.monotonic() + max(timeout_seconds, 0.0)
-    flushed = True
-    for provider in (providers.tracer_provider, providers.meter_provider):
+    seconds = max(timeout_seconds, 0.0)
+    calls = {}
+    for kind, provider in (
+        ("traces", providers.tracer_provider),
+        ("metrics", providers.meter_provider),
+    ):
         force_flush = getattr(provider, "force_flush", None)
-        if force_flush is None:
-            continue  # the API's no-op providers have nothing to flush
-        remaining_millis = max(int((deadline - time.monotonic()) * 1000), 0)
-        try:
-            result = force_flush(timeout_millis=remaining_millis)
-        except Exception as error:  # an exporter fault must not hide the task's own outcome
-            _log.warning("flushing telemetry failed: %s: %s", type(error).__name__, error)
+        if force_flush is not None:  # the API's no-op providers have nothing to flush
+            calls[kind] = _with_timeout(force_flush, seconds)
+    flushed = True
+    for outcome in _run_bounded(calls, seconds, "flush").values():
+        if isinstance(outcome, Exception):  # an exporter fault must not hide the task's outcome
+            _log.warning("flushing telemetry failed: %s: %s", type(outcome).__name__, outcome)
+        if outcome is _UNFINISHED or outcome is False or isinstance(outcome, Exception):
             flushed = False
-            continue
-        flushed = flushed and result is not False
     if not flushed:
         _log.warning("not all telemetry could be exported within %.1f s", timeout_seconds)
+    _last_flush_finished = flushed
     return flushed
+
+
+def _with_timeout(method: Callable[..., Any], seconds: float) -> Callable[[], Any]:
+    return lambda: method(timeout_millis=int(seconds * 1000))
+
+
+def _run_bounded(calls: dict[str, Callable[[], Any]], seconds: float, what: str) -> dict[str, Any]:
+    """Run the calls side by side in daemon threads; wait at most ``seconds`` in all.
+
+    Returns each call's result, the exception it raised, or ``_UNFINISHED``. A call still running
+    is left behind: its daemon thread does not keep the process alive.
+    """
+    outcomes: dict[str, Any] = dict.fromkeys(calls, _UNFINISHED)
+
+    def run(name: str, call: Callable[[], Any]) -> None:
+        try:
+            outcomes[name] = call()
+        except Exception as error:
+            outcomes[name] = error
+
+    threads = [
+        threading.Thread(
+            target=run, args=item, name=f"dkist-telemetry-{what}-{item[0]}", daemon=True
+        )
+        for item in calls.items()
+    ]
+    deadline = time.monotonic() + seconds
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(max(0.0, deadline - time.monotonic()))
+    return dict(outcomes)
+
+
+def _shutdown_at_exit() -> None:
+    """Shut the exporting providers built here down, bounded (they are built without the SDK's
+    own unbounded exit handler)."""
+    providers, _built[:] = list(_built), []
+    if not providers:
+        return
+    seconds = _EXIT_SHUTDOWN_SECONDS[_last_flush_finished]
+    calls = {}
+    for index, provider in enumerate(providers):
+        shutdown = provider.shutdown
+        calls[str(index)] = (
+            _with_timeout(shutdown, seconds) if _takes_timeout(shutdown) else shutdown
+        )
+    _run_bounded(calls, seconds, "shutdown")
+
+
+def _takes_timeout(method: Callable[..., Any]) -> bool:
+    import inspect
+
+    try:
+        return "timeout_millis" in inspect.signature(method).parameters
+    except (TypeError, ValueError):  # pragma: no cover - a builtin without a signature
+        return False
+
+
+def _export_timeout(kind: str) -> float | None:
+    """Seconds one OTLP export may take: the SDK's own setting if the environment has one."""
+    if any(os.environ.get(name) for name in _TIMEOUT_VARIABLES[kind]):
+        return None
+    return FLUSH_TIMEOUT_SECONDS
+
+
+def _remember_for_exit(provider: Any) -> None:
+    global _exit_handler_registered
+    with _lock:
+        if not _exit_handler_registered:
+            atexit.register(_shutdown_at_exit)
+            _exit_handler_registered = True
+        _built.append(provider)
 
 
 def _build_providers(configuration: DKISTProcessingCoreConfiguration) -> TelemetryProviders:
@@ -198,7 +297,7 @@ def _build_providers(configuration: DKISTProcessingCoreConfiguration) -> Telemet
             resource, metrics_endpoint, configuration.otel_exporter_otlp_metrics_insecure
         )
     _register_globals(tracer_provider if traces_endpoint else None, meter_provider if metrics_endpoint else None)
-    instrumentations = _auto_instrument(
+    instrumentations = auto_instrument(
         configuration,
         tracer_provider=tracer_provider if traces_endpoint else None,
         meter_provider=meter_provider if metrics_endpoint else None,
@@ -237,8 +336,12 @@ def _exporting_tracer_provider(resource: Any, endpoint: str, insecure: bool) -> 
     from opentelemetry.sdk.trace import TracerProvider
     from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
-    provider = TracerProvider(resource=resource)
-    provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter(endpoint=endpoint, insecure=insecure)))
+    exporter = OTLPSpanExporter(
+        endpoint=endpoint, insecure=insecure, timeout=_export_timeout("traces")
+    )
+    provider = TracerProvider(resource=resource, shutdown_on_exit=False)
+    provider.add_span_processor(BatchSpanProcessor(exporter))
+    _remember_for_exit(provider)
     return provider
 
 
@@ -247,8 +350,13 @@ def _exporting_meter_provider(resource: Any, endpoint: str, insecure: bool) -> A
     from opentelemetry.sdk.metrics import MeterProvider
     from opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader
 
-    reader = PeriodicExportingMetricReader(OTLPMetricExporter(endpoint=endpoint, insecure=insecure))
-    return MeterProvider(resource=resource, metric_readers=[reader])
+    exporter = OTLPMetricExporter(
+        endpoint=endpoint, insecure=insecure, timeout=_export_timeout("metrics")
+    )
+    reader = PeriodicExportingMetricReader(exporter)
+    provider = MeterProvider(resource=resource, metric_readers=[reader], shutdown_on_exit=False)
+    _remember_for_exit(provider)
+    return provider
 
 
 def _register_globals(tracer_provider: Any | None, meter_provider: Any | None) -> None:
@@ -261,69 +369,3 @@ def _register_globals(tracer_provider: Any | None, meter_provider: Any | None) -
     # The API has no public "is a meter provider set" check; its placeholder is _ProxyMeterProvider.
     if meter_provider is not None and type(metrics.get_meter_provider()).__name__ == "_ProxyMeterProvider":
         metrics.set_meter_provider(meter_provider)
-
-
-def _module_available(name: str) -> bool:
-    try:
-        return importlib.util.find_spec(name) is not None
-    except (ImportError, ValueError):  # a parent package is missing
-        return False
-
-
-def _system_metrics_config(selection: dict[str, Any] | None, defaults: dict[str, Any]) -> dict[str, Any] | None:
-    """Translate ``SYSTEM_METRIC_INSTRUMENTATION_CONFIG`` into the instrumentor's ``config``.
-
-    A list selects those labels, True the metric with the instrumentor's default labels, False leaves
-    the metric out. No selection means the instrumentor's defaults.
-    """
-    if selection is None:
-        return None
-    config: dict[str, Any] = {}
-    for metric, choice in selection.items():
-        if metric not in defaults:
-            _log.warning("SYSTEM_METRIC_INSTRUMENTATION_CONFIG names unknown system metric %r; ignored", metric)
-            continue
-        if choice is True:
-            config[metric] = defaults[metric]
-        elif choice is not False:
-            config[metric] = list(choice)
-    return config
-
-
-def _auto_instrument(
-    configuration: DKISTProcessingCoreConfiguration,
-    *,
-    tracer_provider: Any | None,
-    meter_provider: Any | None,
-) -> tuple[str, ...]:
-    disabled = {name.strip().lower().replace("-", "_") for name in configuration.otel_python_disabled_instrumentations}
-    switched_on = []
-    for name, (module_name, class_name, library) in INSTRUMENTATIONS.items():
-        wants_traces = name != "system_metrics"
-        provider = tracer_provider if wants_traces else meter_provider
-        if name in disabled or provider is None:
-            continue
-        if not (_module_available(library) and _module_available(module_name)):
-            continue  # the extra (or the library it instruments) is not installed
-        try:
-            module = importlib.import_module(module_name)
-            instrumentor_class = getattr(module, class_name)
-            if name == "system_metrics":
-                config = _system_metrics_config(
-                    configuration.system_metric_instrumentation_config, getattr(module, "_DEFAULT_CONFIG", {})
-                )
-                instrumentor = instrumentor_class(config=config)
-            else:
-                instrumentor = instrumentor_class()
-            if instrumentor.is_instrumented_by_opentelemetry:
-                switched_on.append(name)
-                continue
-            if wants_traces:
-                instrumentor.instrument(tracer_provider=tracer_provider, meter_provider=meter_provider)
-            else:
-                instrumentor.instrument(meter_provider=meter_provider)
-        except Exception as error:  # a broken instrumentation must not stop the task
-            _log.warning("auto-instrumentation %s could not be switched on: %s: %s", name, type(error).__name__, error)
-            continue
-        switched_on.append(name)
-    return tuple(switched_on)

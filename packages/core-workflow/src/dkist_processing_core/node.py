@@ -1,9 +1,10 @@
-"""Node: one task of a workflow, with everything needed to run it on a worker or in a notebook.
+"""Node: one task of a workflow, its upstreams and the resources it runs with; a read-only value.
 
 A Node checks its task when it is made (a TaskBase subclass that a worker can import by module
 path, with sane ``retries``/``retry_delay_seconds``) and its settings (resource queue, pip extras),
-so that everything it later writes into a DAG file or a notebook is a validated value. The DAG
-file and notebook text come from :mod:`dkist_processing_core.export`.
+so that everything a renderer later writes into a DAG file or a notebook is a validated value. It
+knows nothing of the workflow it belongs to (name, version, package: the workflow has them) nor of
+Airflow or notebooks (:mod:`dkist_processing_core.export` renders them).
 """
 
 from __future__ import annotations
@@ -16,12 +17,11 @@ from importlib import import_module
 from importlib.metadata import PackageNotFoundError
 from importlib.metadata import distribution
 from importlib.metadata import packages_distributions
+from pathlib import Path
 from typing import TYPE_CHECKING
 from typing import Any
 
-from dkist_processing_core.naming import MAX_VERSION_LENGTH
-from dkist_processing_core.naming import MAX_WORKFLOW_NAME_LENGTH
-from dkist_processing_core.naming import validate_name_part
+from dkist_processing_core.errors import DKISTProcessingCoreError
 from dkist_processing_core.resource_queue import ResourceQueue
 
 if TYPE_CHECKING:
@@ -34,6 +34,7 @@ __all__ = [
     "FROZEN_EXTRA",
     "MAX_TASK_NAME_LENGTH",
     "Node",
+    "WorkflowCycleError",
     "WorkflowError",
     "pipeline_distribution",
     "validate_package_name",
@@ -56,8 +57,12 @@ _MAX_RETRY_DELAY_SECONDS = 7 * 24 * 3600
 _MAX_RETRIES = 1000
 
 
-class WorkflowError(ValueError):
+class WorkflowError(DKISTProcessingCoreError, ValueError):
     """A workflow or one of its nodes is not valid; the message says what to change."""
+
+
+class WorkflowCycleError(WorkflowError):
+    """The tasks of a workflow depend on each other in a circle; the message names them."""
 
 
 def validate_package_name(value: object, what: str = "workflow_package") -> str:
@@ -99,11 +104,23 @@ def _canonical(name: str) -> str:
     return re.sub(r"[-_.]+", "-", name).lower()
 
 
+def _outside_installed_packages(top_level: str) -> bool:
+    """True if the imported package lives outside every site-packages folder (a source tree on
+    ``sys.path``): no distribution's RECORD can list it, so there is nothing to look up."""
+    module = sys.modules.get(top_level)
+    paths = list(getattr(module, "__path__", []) or []) or [getattr(module, "__file__", None)]
+    folders = [Path(path).parts for path in paths if path]
+    return bool(folders) and not any(
+        "site-packages" in parts or "dist-packages" in parts for parts in folders
+    )
+
+
 def pipeline_distribution(workflow_package: str) -> str:
     """Name of the distribution (the pip-installable pipeline) that ships ``workflow_package``.
 
     Looked up with :func:`importlib.metadata.packages_distributions` for the top-level import
-    name. When that finds nothing (editable installs, a source tree on ``sys.path``) or several
+    name (skipped for a package imported from outside every site-packages folder: no RECORD lists
+    it). When that finds nothing (editable installs, a source tree on ``sys.path``) or several
     distributions none of which is named like the package, the fallback is the top-level package
     name with ``_`` replaced by ``-`` (``dkist_processing_visp`` -> ``dkist-processing-visp``).
     """
@@ -115,6 +132,8 @@ def pipeline_distribution(workflow_package: str) -> str:
         # distribution's metadata avoids packages_distributions(), which reads every RECORD file
         # of the environment (about 0.5 s in a build environment with Airflow).
         return installed_name
+    if _outside_installed_packages(top_level):
+        return chosen
     candidates = sorted(set(_distributions_of_top_level_packages().get(top_level, [])))
     if len(candidates) == 1:
         chosen = candidates[0]
@@ -250,101 +269,85 @@ def _as_task_list(upstreams: object) -> list[Any]:
 
 
 class Node:
-    """One task of a workflow and how to run it: on a worker (Airflow) or in a notebook."""
+    """One task of a workflow: the task class, its upstream task classes, resource queue and extras.
+
+    Read-only: the properties return copies, so changing what they return changes nothing.
+    """
+
+    __slots__ = ("_pip_extras", "_resource_queue", "_retries", "_retry_delay_seconds", "_task", "_upstreams")
 
     def __init__(
         self,
-        workflow_name: str,
-        workflow_version: str,
-        workflow_package: str,
         task: type[TaskBase],
-        resource_queue: ResourceQueue | str | None = None,
         upstreams: type[TaskBase] | list[type[TaskBase]] | None = None,
+        resource_queue: ResourceQueue | str | None = None,
         pip_extras: list[str] | None = None,
-        *,
-        distribution: str | None = None,
-        pip_timeout: int | None = None,
-        pip_retries: int | None = None,
     ) -> None:
-        self.workflow_name = validate_name_part(
-            workflow_name, "workflow name", MAX_WORKFLOW_NAME_LENGTH
-        )
-        self.workflow_version = validate_name_part(
-            workflow_version, "workflow version", MAX_VERSION_LENGTH
-        )
-        self.workflow_package = validate_package_name(workflow_package)
-        self.task: type[TaskBase] = _validate_task(task)
-        self.retries, self.retry_delay_seconds = _validate_retries(self.task)
-        self.resource_queue = _validate_resource_queue(resource_queue, self.task_id)
-        self.pip_extras = _validate_pip_extras(pip_extras, self.task_id)
-        self.upstreams: list[type[TaskBase]] = []
+        self._task: type[TaskBase] = _validate_task(task)
+        self._retries, self._retry_delay_seconds = _validate_retries(self._task)
+        self._resource_queue = _validate_resource_queue(resource_queue, self.task_id)
+        self._pip_extras = tuple(_validate_pip_extras(pip_extras, self.task_id))
+        found: list[type[TaskBase]] = []
         for upstream in _as_task_list(upstreams):
             if not isinstance(upstream, type):
                 raise WorkflowError(
                     f"{self.task_id} lists upstream {upstream!r}, which is not a task class"
                 )
-            if upstream not in self.upstreams:
-                self.upstreams.append(upstream)
-        if distribution is None:
-            distribution = pipeline_distribution(self.workflow_package)
-        elif not (isinstance(distribution, str) and _PEP508_NAME_RE.fullmatch(distribution)):
-            raise WorkflowError(
-                f"distribution {distribution!r} is not a valid PEP 508 distribution name"
-            )
-        self.distribution = distribution
-        if pip_timeout is None or pip_retries is None:
-            from dkist_processing_core.config import DKISTProcessingCoreConfiguration
+            if upstream not in found:
+                found.append(upstream)
+        self._upstreams = tuple(found)
 
-            configuration = DKISTProcessingCoreConfiguration()
-            pip_timeout = configuration.pip_timeout if pip_timeout is None else pip_timeout
-            pip_retries = configuration.pip_retries if pip_retries is None else pip_retries
-        self.pip_timeout = _validate_count(pip_timeout, "pip_timeout", minimum=1)
-        self.pip_retries = _validate_count(pip_retries, "pip_retries", minimum=0)
+    @property
+    def task(self) -> type[TaskBase]:
+        """The TaskBase subclass this node runs."""
+        return self._task
+
+    @property
+    def upstreams(self) -> list[type[TaskBase]]:
+        """Task classes that must succeed before this one starts, in the order given."""
+        return list(self._upstreams)
+
+    @property
+    def resource_queue(self) -> ResourceQueue:
+        """Queue (and pool) of the worker that runs the task."""
+        return self._resource_queue
+
+    @property
+    def pip_extras(self) -> list[str]:
+        """Extras of the pipeline distribution this task needs, as given (without ``frozen``)."""
+        return list(self._pip_extras)
+
+    @property
+    def retries(self) -> int:
+        """The task's ``retries``, checked."""
+        return self._retries
+
+    @property
+    def retry_delay_seconds(self) -> int | float:
+        """The task's ``retry_delay_seconds``, checked."""
+        return self._retry_delay_seconds
 
     @property
     def task_id(self) -> str:
         """Airflow task id: the task's class name."""
-        return self.task.__name__
+        return self._task.__name__
 
     @property
     def module_path(self) -> str:
         """Module a worker imports the task class from."""
-        return self.task.__module__
+        return self._task.__module__
 
     @property
     def upstream_task_ids(self) -> list[str]:
-        return [upstream.__name__ for upstream in self.upstreams]
+        return [upstream.__name__ for upstream in self._upstreams]
 
     @property
     def install_extras(self) -> list[str]:
         """Extras installed with the pipeline: ``frozen`` first, then the node's pip extras."""
-        return [FROZEN_EXTRA, *(extra for extra in self.pip_extras if extra != FROZEN_EXTRA)]
-
-    @property
-    def requirement(self) -> str:
-        """What pip installs on the worker: ``"{dist}[frozen{,extras}]=={version}"``."""
-        return f"{self.distribution}[{','.join(self.install_extras)}]=={self.workflow_version}"
-
-    def operator_definition(self) -> str:
-        """Source line that adds this node's BashOperator to the DAG file."""
-        from dkist_processing_core.export.dag import operator_definition
-
-        return operator_definition(self)
-
-    def notebook_cell_source(self) -> str:
-        """Source of the notebook cell that runs this task in-process, as a worker would."""
-        from dkist_processing_core.export.notebook import notebook_cell_source
-
-        return notebook_cell_source(self)
+        return [FROZEN_EXTRA, *(extra for extra in self._pip_extras if extra != FROZEN_EXTRA)]
 
     def __repr__(self) -> str:
         return (
             f"Node(task={self.module_path}.{self.task_id}, upstreams={self.upstream_task_ids}, "
-            f"resource_queue={self.resource_queue.value!r}, pip_extras={self.pip_extras!r})"
+            f"resource_queue={self._resource_queue.value!r}, pip_extras={list(self._pip_extras)!r})"
         )
-
-
-def _validate_count(value: object, what: str, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise WorkflowError(f"{what} must be an int >= {minimum}, got {value!r}")
-    return value

@@ -2,7 +2,9 @@
 
 Every mistake is reported by the call that makes it: a bad name or version by the constructor, a
 bad task, a duplicate, an unknown upstream or a cycle by :meth:`Workflow.add_node`. Upstreams must
-be added before the tasks that depend on them, so the graph stays acyclic as it grows.
+be added before the tasks that depend on them, so the graph stays acyclic as it grows. The model
+reads the configuration one way (``core_configuration()``, cached) and does no I/O beyond
+checking that its package can be imported.
 """
 
 from __future__ import annotations
@@ -11,6 +13,8 @@ import heapq
 import importlib.util
 import re
 import sys
+from graphlib import CycleError
+from graphlib import TopologicalSorter
 from pathlib import Path
 from typing import TYPE_CHECKING
 from typing import Any
@@ -22,6 +26,7 @@ from dkist_processing_core.naming import validate_name_part
 from dkist_processing_core.naming import workflow_name as build_workflow_name
 from dkist_processing_core.naming import workflow_name_from_details
 from dkist_processing_core.node import Node
+from dkist_processing_core.node import WorkflowCycleError
 from dkist_processing_core.node import WorkflowError
 from dkist_processing_core.node import pipeline_distribution
 from dkist_processing_core.node import validate_package_name
@@ -36,6 +41,7 @@ __all__ = [
     "MAX_TAG_LENGTH",
     "NamingError",
     "Workflow",
+    "WorkflowCycleError",
     "WorkflowError",
     "dag_name",
     "workflow_name_from_details",
@@ -43,8 +49,8 @@ __all__ = [
 
 #: Concurrent DAG runs (recipe runs) of one workflow version; Airflow's own default.
 DEFAULT_MAX_ACTIVE_RUNS = 16
-#: Upper bound of max_active_runs: Airflow keeps it in a 32-bit column, and a larger number of
-#: concurrent recipe runs of one workflow version is a typo, not a plan.
+#: Largest max_active_runs: far above any real need, far below the 32-bit column the scheduler
+#: stores it in (10**30 used to validate and then break `airflow dags reserialize`).
 MAX_ACTIVE_RUNS_LIMIT = 10_000
 #: Airflow's limit on the length of a DAG tag.
 MAX_TAG_LENGTH = 100
@@ -87,20 +93,23 @@ def _check_importable(package: str) -> None:
 def _validate_max_active_runs(value: object) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_ACTIVE_RUNS_LIMIT:
         raise WorkflowError(
-            f"max_active_runs must be an int from 1 to {MAX_ACTIVE_RUNS_LIMIT}, got {value!r}"
+            f"max_active_runs must be an int >= 1 and <= {MAX_ACTIVE_RUNS_LIMIT}, got {value!r:.40}"
         )
     return value
 
 
 class Workflow:
-    """A named and versioned graph of tasks.
+    """A named and versioned graph of tasks; a value that knows its graph, names and versions.
 
     Data form: ``Workflow(input_data=, output_data=, category=, workflow_package=, detail=None,
     tags=None, workflow_version=None)`` -> name ``{input}_to_{output}_{category}[_{detail}]``.
     Seed form: ``Workflow(process_category=, process_name=, workflow_package=,
     workflow_version=None)`` -> name ``{process_category}_{process_name}``.
 
-    ``workflow_version`` defaults to ``BUILD_VERSION`` (read when the workflow is made).
+    ``workflow_version`` defaults to ``BUILD_VERSION``. The nodes are read-only from outside:
+    :meth:`add_node` is the one way to change the graph. Rendering is in
+    :mod:`dkist_processing_core.export`; :meth:`export_dag`, :meth:`export_notebook` and
+    :meth:`load` are kept as methods because client pipelines call them.
     """
 
     def __init__(
@@ -127,9 +136,10 @@ class Workflow:
         )
         self.workflow_package = validate_package_name(workflow_package)
         _check_importable(self.workflow_package)
-        configuration = _fresh_configuration()
         if workflow_version is None:
-            workflow_version = configuration.build_version
+            from dkist_processing_core.config import core_configuration
+
+            workflow_version = core_configuration().build_version
         self.workflow_version = validate_name_part(
             workflow_version, "workflow version", MAX_VERSION_LENGTH
         )
@@ -140,15 +150,22 @@ class Workflow:
         else:
             built_in_tags = [self.workflow_version, input_data, output_data, category]
         self.tags: list[str] = _dedup([*_validate_tags(tags), *built_in_tags])
-        self.distribution = pipeline_distribution(self.workflow_package)
-        self.pip_timeout = configuration.pip_timeout
-        self.pip_retries = configuration.pip_retries
-        self.nodes: list[Node] = []
+        self._nodes: list[Node] = []
 
     @property
     def dag_id(self) -> str:
         """Alias of :attr:`dag_name`."""
         return self.dag_name
+
+    @property
+    def nodes(self) -> list[Node]:
+        """The nodes in the order they were added (a copy: change the graph with :meth:`add_node`)."""
+        return list(self._nodes)
+
+    @property
+    def distribution(self) -> str:
+        """The pip-installable distribution that ships :attr:`workflow_package` (looked up once)."""
+        return pipeline_distribution(self.workflow_package)
 
     def add_node(
         self,
@@ -158,19 +175,8 @@ class Workflow:
         pip_extras: list[str] | None = None,
     ) -> Node:
         """Add ``task`` after its ``upstreams`` (which must already be in the workflow)."""
-        node = Node(
-            workflow_name=self.workflow_name,
-            workflow_version=self.workflow_version,
-            workflow_package=self.workflow_package,
-            task=task,
-            resource_queue=resource_queue,
-            upstreams=upstreams,
-            pip_extras=pip_extras,
-            distribution=self.distribution,
-            pip_timeout=self.pip_timeout,
-            pip_retries=self.pip_retries,
-        )
-        for existing in self.nodes:
+        node = Node(task, upstreams=upstreams, resource_queue=resource_queue, pip_extras=pip_extras)
+        for existing in self._nodes:
             if existing.task is node.task:
                 raise WorkflowError(f"{node.task_id} is already in workflow {self.workflow_name!r}")
             if existing.task_id == node.task_id:
@@ -179,10 +185,10 @@ class Workflow:
                     f"{existing.module_path}.{existing.task_id} in workflow {self.workflow_name!r}; "
                     "task class names must be unique within a workflow"
                 )
-        known = {existing.task for existing in self.nodes}
+        known = {existing.task for existing in self._nodes}
         for upstream in node.upstreams:
             if upstream is node.task:
-                raise WorkflowError(
+                raise WorkflowCycleError(
                     f"{node.task_id} lists itself as an upstream, which would make a cycle in "
                     f"workflow {self.workflow_name!r}"
                 )
@@ -192,93 +198,64 @@ class Workflow:
                     f"{node.task_id} lists upstream {name}, which is not in workflow "
                     f"{self.workflow_name!r}; add {name} before {node.task_id}"
                 )
-        self.nodes.append(node)
+        self._nodes.append(node)
         return node
 
     def topological_sort(self) -> list[Node]:
-        """Nodes in dependency order; among ready nodes, the one added first comes first."""
-        self._check_nodes()
-        index = {node.task: position for position, node in enumerate(self.nodes)}
-        waiting_on = {node.task: len(node.upstreams) for node in self.nodes}
-        downstreams: dict[Any, list[Node]] = {node.task: [] for node in self.nodes}
-        for node in self.nodes:
-            for upstream in node.upstreams:
-                downstreams[upstream].append(node)
-        ready = [position for position, node in enumerate(self.nodes) if not node.upstreams]
-        heapq.heapify(ready)
-        ordered: list[Node] = []
-        while ready:
-            node = self.nodes[heapq.heappop(ready)]
-            ordered.append(node)
-            for downstream in downstreams[node.task]:
-                waiting_on[downstream.task] -= 1
-                if waiting_on[downstream.task] == 0:
-                    heapq.heappush(ready, index[downstream.task])
-        if len(ordered) != len(self.nodes):
-            stuck = ", ".join(node.task_id for node in self.nodes if waiting_on[node.task] > 0)
-            raise WorkflowError(
-                f"workflow {self.workflow_name!r} has a cycle among the tasks {stuck}"
-            )
-        return ordered
+        """Nodes in dependency order; among ready nodes, the one added first comes first.
 
-    def _check_nodes(self) -> None:
-        """Check ``nodes`` as a whole (it is a plain list, so it may have been changed directly)."""
-        seen: dict[str, Node] = {}
-        for node in self.nodes:
-            if not isinstance(node, Node):
+        graphlib does the bookkeeping and finds cycles (:class:`WorkflowCycleError`).
+        """
+        position = {node.task_id: index for index, node in enumerate(self._nodes)}
+        sorter: TopologicalSorter[str] = TopologicalSorter()
+        for node in self._nodes:
+            unknown = [task_id for task_id in node.upstream_task_ids if task_id not in position]
+            if unknown:
                 raise WorkflowError(
-                    f"workflow {self.workflow_name!r} holds {node!r}, which is not a Node"
+                    f"{node.task_id} lists upstream {unknown[0]}, which is not in workflow "
+                    f"{self.workflow_name!r}"
                 )
-            if node.task_id in seen:
-                raise WorkflowError(
-                    f"{node.task_id} is in workflow {self.workflow_name!r} more than once"
-                )
-            seen[node.task_id] = node
-        tasks = {node.task for node in self.nodes}
-        for node in self.nodes:
-            for upstream in node.upstreams:
-                if upstream not in tasks:
-                    raise WorkflowError(
-                        f"{node.task_id} lists upstream {upstream.__name__}, which is not in workflow "
-                        f"{self.workflow_name!r}"
-                    )
+            sorter.add(node.task_id, *node.upstream_task_ids)
+        try:
+            sorter.prepare()
+        except CycleError as error:
+            circle = ", ".join(sorted(set(error.args[1]), key=position.__getitem__))
+            raise WorkflowCycleError(
+                f"workflow {self.workflow_name!r} has a cycle among the tasks {circle}"
+            ) from None
+        ready: list[int] = []
+        ordered: list[Node] = []
+        while sorter.is_active():
+            for task_id in sorter.get_ready():
+                heapq.heappush(ready, position[task_id])
+            node = self._nodes[heapq.heappop(ready)]
+            ordered.append(node)
+            sorter.done(node.task_id)
+        return ordered
 
     def check_dag(self) -> None:
         """Raise WorkflowError if the workflow is empty, has a cycle or refers to unknown tasks."""
-        if not self.nodes:
+        if not self._nodes:
             raise WorkflowError(
                 f"workflow {self.workflow_name!r} has no tasks; add them with add_node()"
             )
         self.topological_sort()
 
-    def dag_file_source(self) -> str:
-        """Source text of the Airflow DAG file (what :meth:`export_dag` writes)."""
-        from dkist_processing_core.export.dag import dag_file_source
-
-        return dag_file_source(self)
-
-    def notebook_source(self) -> str:
-        """JSON text of the notebook (what :meth:`export_notebook` writes)."""
-        from dkist_processing_core.export.notebook import notebook_source
-
-        return notebook_source(self)
-
     def export_dag(self, path: str | Path | None = None) -> Path:
         """Write ``{dag_name}.py`` into folder ``path`` (default ``dags/``) and return its path."""
         from dkist_processing_core.export import write_text_atomically
+        from dkist_processing_core.export.dag import render_dag
 
-        source = self.dag_file_source()
-        return write_text_atomically(
-            Path("dags") if path is None else Path(path), f"{self.dag_name}.py", source
-        )
+        folder = Path("dags") if path is None else Path(path)
+        return write_text_atomically(folder, f"{self.dag_name}.py", render_dag(self))
 
     def export_notebook(self, path: str | Path | None = None) -> Path:
         """Write ``{dag_name}.ipynb`` into folder ``path`` (default ``notebooks/``) and return its path."""
         from dkist_processing_core.export import write_text_atomically
+        from dkist_processing_core.export.notebook import render_notebook
 
-        source = self.notebook_source()
         folder = Path("notebooks") if path is None else Path(path)
-        return write_text_atomically(folder, f"{self.dag_name}.ipynb", source)
+        return write_text_atomically(folder, f"{self.dag_name}.ipynb", render_notebook(self))
 
     def load(self) -> Any:
         """The Airflow ``DAG`` of this workflow, built from the same file :meth:`export_dag` writes."""
@@ -289,12 +266,5 @@ class Workflow:
     def __repr__(self) -> str:
         return (
             f"Workflow(name={self.workflow_name!r}, version={self.workflow_version!r}, "
-            f"package={self.workflow_package!r}, nodes={[node.task_id for node in self.nodes]})"
+            f"package={self.workflow_package!r}, nodes={[node.task_id for node in self._nodes]})"
         )
-
-
-def _fresh_configuration() -> Any:
-    """The configuration as the environment says now (tests and builds change BUILD_VERSION)."""
-    from dkist_processing_core.config import DKISTProcessingCoreConfiguration
-
-    return DKISTProcessingCoreConfiguration()

@@ -15,9 +15,9 @@ from typing import Any
 
 if TYPE_CHECKING:
     from dkist_processing_core.node import Node
-    from dkist_processing_core.workflow import Workflow
+    from dkist_processing_core.export._model import WorkflowModel
 
-__all__ = ["PARAMETERS_SOURCE", "build_notebook", "notebook_cell_source", "notebook_source"]
+__all__ = ["PARAMETERS_SOURCE", "build_notebook", "notebook_cell_source", "render_notebook"]
 
 PARAMETERS_SOURCE = "recipe_run_id: int = "
 
@@ -43,7 +43,7 @@ def _nbformat() -> Any:
     return nbformat
 
 
-def notebook_cell_source(node: Node) -> str:
+def notebook_cell_source(workflow: WorkflowModel, node: Node) -> str:
     """Source of the cell that runs ``node``'s task in-process."""
     after = "after " + ", ".join(node.upstream_task_ids) if node.upstreams else "no upstream tasks"
     return _CELL.format(
@@ -51,12 +51,12 @@ def notebook_cell_source(node: Node) -> str:
         after=after,
         queue=node.resource_queue.value,
         module=node.module_path,
-        workflow_name=node.workflow_name,
-        workflow_version=node.workflow_version,
+        workflow_name=workflow.workflow_name,
+        workflow_version=workflow.workflow_version,
     )
 
 
-def build_notebook(workflow: Workflow) -> Any:
+def build_notebook(workflow: WorkflowModel) -> Any:
     """The workflow's notebook as an ``nbformat.NotebookNode`` (validated)."""
     from dkist_processing_core.export import GENERATOR
 
@@ -72,7 +72,7 @@ def build_notebook(workflow: Workflow) -> Any:
     ]
     for position, node in enumerate(nodes, start=1):
         cell_id = f"task-{position}-{node.task_id}"[:64]
-        cells.append(nbformat.v4.new_code_cell(source=notebook_cell_source(node), id=cell_id))
+        cells.append(nbformat.v4.new_code_cell(source=notebook_cell_source(workflow, node), id=cell_id))
     notebook = nbformat.v4.new_notebook(
         cells=cells,
         metadata={
@@ -92,7 +92,7 @@ def build_notebook(workflow: Workflow) -> Any:
     return notebook
 
 
-def notebook_source(workflow: Workflow) -> str:
+def render_notebook(workflow: WorkflowModel) -> str:
     """JSON text of the workflow's notebook."""
     nbformat = _nbformat()
     return nbformat.writes(build_notebook(workflow), version=4) + "\n"

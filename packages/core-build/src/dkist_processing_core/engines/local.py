@@ -1,0 +1,394 @@
+"""The ``local`` engine: run one workflow on this machine, each task in its own process.
+
+Every task runs exactly as a worker runs it (``python -m dkist_processing_core.run_task`` with
+``RECIPE_RUN_ID`` in its environment, so the task has the same telemetry and logging), in
+dependency order (graphlib decides which tasks may start), up to ``jobs`` at a time. A task is
+retried like Airflow retries it (``retries`` times, ``retry_delay_seconds`` apart); when it finally
+fails, the same failure report as Airflow's ``on_failure_callback`` goes to the interservice bus,
+no new task starts, the running ones are waited for, and the rest are reported as skipped.
+
+Each task runs in a session of its own. SIGINT, SIGTERM or SIGHUP to the runner is passed on to the
+process group of every running task (so whatever a task started gets it too); what has not ended
+after a grace period of 10 s (or at a second signal) is killed, the summary is printed and the run
+ends as interrupted. Task output is read in pieces of at most 64 KiB: a task's log keeps every
+byte, the terminal shows the first 64 KiB of a longer line.
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from graphlib import TopologicalSorter
+from pathlib import Path
+from typing import IO
+from typing import TYPE_CHECKING
+from typing import Any
+from typing import ClassVar
+
+from dkist_processing_core.engines._children import GRACE_SECONDS
+from dkist_processing_core.engines._children import ForwardedSignals
+from dkist_processing_core.engines._children import LineClipper
+from dkist_processing_core.engines._children import read_pieces
+from dkist_processing_core.engines._children import signal_group
+from dkist_processing_core.engines._children import start_in_session
+from dkist_processing_core.engines._common import Output
+from dkist_processing_core.engines._common import RunError
+from dkist_processing_core.engines._common import RunSummary
+from dkist_processing_core.engines._common import TaskResult
+from dkist_processing_core.engines._common import TaskState
+from dkist_processing_core.engines._common import default_log_root
+from dkist_processing_core.engines._common import local_run_id
+from dkist_processing_core.engines._failure_report import failure_context
+from dkist_processing_core.engines._failure_report import report_on_isb
+from dkist_processing_core.run_task import RECIPE_RUN_ID_VARIABLE
+
+if TYPE_CHECKING:
+    from dkist_processing_core.node import Node
+    from dkist_processing_core.workflow import Workflow
+
+__all__ = ["LocalEngine"]
+
+#: Exit status of run_task for a bad invocation: retrying it cannot help.
+_BAD_INVOCATION = 2
+
+
+def _path_safe(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]", "-", text)
+
+
+def _check_jobs(jobs: int) -> int:
+    if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
+        raise ValueError(f"jobs must be an integer >= 1, got {jobs!r}")
+    return jobs
+
+
+@dataclass
+class _Attempt:
+    task_id: str
+    process: subprocess.Popen[bytes]
+    started: float
+
+
+class _LocalRun:
+    """The scheduler of one local run: starts, watches and retries the task processes."""
+
+    def __init__(
+        self,
+        workflow: Workflow,
+        recipe_run_id: int,
+        jobs: int,
+        log_dir: Path,
+        run_id: str,
+        output: Output,
+        env: dict[str, str],
+        report_failure: Callable[[Workflow, Node, dict[str, Any]], str] | None,
+    ) -> None:
+        self.workflow = workflow
+        self.recipe_run_id = recipe_run_id
+        self.jobs = jobs
+        self.log_dir = log_dir
+        self.run_id = run_id
+        self.out = output
+        self.env = env
+        self.report_failure = report_failure
+        self.nodes = workflow.topological_sort()
+        self.by_id = {node.task_id: node for node in self.nodes}
+        self.position = {node.task_id: index for index, node in enumerate(self.nodes)}
+        self.results = {node.task_id: TaskResult(node.task_id) for node in self.nodes}
+        # graphlib keeps track of which tasks may start: those whose upstreams all succeeded.
+        self.sorter: TopologicalSorter[str] = TopologicalSorter(
+            {node.task_id: node.upstream_task_ids for node in self.nodes}
+        )
+        self.sorter.prepare()
+        # Ready to start, or waiting for a retry: retries first, then in topological order.
+        self.queue: list[str] = []
+        self.retry_at: dict[str, float] = {}
+        self._take_ready()
+        self.running: dict[str, _Attempt] = {}
+        # (task id, exit status) from the output threads; (None, signal number) from a signal
+        # handler. SimpleQueue.put may interrupt a get() in the same thread: safe in a handler.
+        self.events: queue.SimpleQueue[tuple[str | None, int]] = queue.SimpleQueue()
+        self.stopping = False
+        self.interrupted = False
+        self.signal: int | None = None
+
+    # ---------------------------------------------------------------- scheduling
+    def _take_ready(self) -> None:
+        """Queue the tasks whose upstreams have all succeeded (graphlib says which)."""
+        self.queue.extend(self.sorter.get_ready())
+        retrying = [task_id for task_id in self.queue if task_id in self.retry_at]
+        waiting = sorted(
+            (task_id for task_id in self.queue if task_id not in self.retry_at),
+            key=self.position.__getitem__,
+        )
+        self.queue = retrying + waiting
+
+    def _ready(self, now: float) -> list[str]:
+        return [task_id for task_id in self.queue if self.retry_at.get(task_id, 0.0) <= now]
+
+    def execute(self) -> bool:
+        """Run until done; return False if stopped by a signal (Ctrl-C, SIGTERM, SIGHUP).
+
+        However it ends, no task process is left running.
+        """
+        with ForwardedSignals(lambda signum: self.events.put((None, signum))):
+            try:
+                return self._schedule()
+            except KeyboardInterrupt:  # SIGINT where the handler could not be installed
+                self._interrupt(signal.SIGINT)
+                return False
+            except BaseException:
+                self._stop_running(signal.SIGTERM)
+                raise
+            finally:
+                self._settle_pending()
+
+    def _schedule(self) -> bool:
+        while True:
+            now = time.monotonic()
+            if not self.stopping:
+                for task_id in self._ready(now)[: self.jobs - len(self.running)]:
+                    self._start(task_id)
+            # Retries not yet due; one that is due but found no free slot waits for an event.
+            waits = [] if self.stopping else [at - now for at in self.retry_at.values() if at > now]
+            if not self.running and not waits:
+                return True
+            try:
+                task_id, status = self.events.get(timeout=min(waits) if waits else None)
+            except queue.Empty:
+                continue
+            if task_id is None:
+                self._interrupt(status)
+                return False
+            self._finished(task_id, status)
+
+    def _interrupt(self, signum: int) -> None:
+        self.interrupted, self.signal = True, signum
+        name = signal.Signals(signum).name
+        self.out.line("runner", f"interrupted: stopping the running tasks ({name})")
+        self._stop_running(signum)
+
+    def _settle_pending(self) -> None:
+        why = "the run was interrupted" if self.interrupted else "another task failed"
+        for task_id, result in self.results.items():
+            if result.attempts == 0:
+                if not result.note:
+                    result.state = TaskState.SKIPPED
+                    result.note = f"not run: {why}" if self.stopping else "not run"
+            elif task_id in self.queue:  # waited for a retry when the run stopped
+                result.state, result.note = TaskState.FAILED, f"retry not run: {why}"
+
+    def _stop_running(self, signum: int) -> None:
+        """Pass ``signum`` to the process group of every running task, give them the grace period
+        to end (a second signal ends the wait), then kill what is left of each group."""
+        self.stopping = True
+        stopped = list(self.running.values())
+        for attempt in stopped:
+            signal_group(attempt.process, signum)
+        deadline = time.monotonic() + GRACE_SECONDS
+        while self.running and (left := deadline - time.monotonic()) > 0:
+            try:
+                task_id, status = self.events.get(timeout=left)
+            except queue.Empty:
+                break
+            if task_id is None:  # asked again: stop waiting
+                break
+            self.running.pop(task_id)
+            result = self.results[task_id]
+            result.exit_code, result.ended = status, time.time()
+            if status == 0:  # had finished before it was told to stop
+                result.state = TaskState.SUCCESS
+            else:
+                result.state, result.note = TaskState.FAILED, "interrupted"
+        for task_id, attempt in self.running.items():
+            signal_group(attempt.process, signal.SIGKILL)
+            attempt.process.wait()
+            result = self.results[task_id]
+            result.state, result.ended, result.note = TaskState.FAILED, time.time(), "killed"
+        self.running.clear()
+        for attempt in stopped:  # whatever a task started and left behind in its group
+            signal_group(attempt.process, signal.SIGKILL)
+
+    # ---------------------------------------------------------------- processes
+    def _command(self, node: Node) -> list[str]:
+        # --opt=value: a name or version that starts with "-" is never read as an option.
+        return [
+            sys.executable,
+            "-m",
+            "dkist_processing_core.run_task",
+            f"--module={node.module_path}",
+            f"--task={node.task_id}",
+            f"--workflow-name={self.workflow.workflow_name}",
+            f"--workflow-version={self.workflow.workflow_version}",
+        ]
+
+    def _start(self, task_id: str) -> None:
+        node = self.by_id[task_id]
+        result = self.results[task_id]
+        self.queue.remove(task_id)
+        self.retry_at.pop(task_id, None)
+        result.attempts += 1
+        result.log_path = self.log_dir / f"{task_id}.log"
+        started = time.time()
+        if result.started is None:
+            result.started = started
+        log = result.log_path.open("ab")
+        header = f"--- {task_id} attempt {result.attempts} (recipe run {self.recipe_run_id}, {self.run_id})\n"
+        log.write(header.encode("utf-8"))
+        log.flush()
+        try:
+            process = start_in_session(self._command(node), self.env)
+        except OSError as error:
+            log.close()
+            raise RunError(f"cannot start the process of task {task_id}: {error}") from error
+        self.running[task_id] = _Attempt(task_id, process, started)  # first: Ctrl-C must find it
+        attempt_text = (
+            f" (attempt {result.attempts} of {node.retries + 1})" if result.attempts > 1 else ""
+        )
+        threading.Thread(target=self._pump, args=(task_id, process, log), daemon=True).start()
+        self.out.line("runner", f"started {task_id}{attempt_text}, pid {process.pid}")
+
+    def _pump(self, task_id: str, process: subprocess.Popen[bytes], log: IO[bytes]) -> None:
+        """Copy the task's output to its log and to the shared stream; always report its exit status."""
+        assert process.stdout is not None
+        where = self.results[task_id].log_path
+        clipper = LineClipper(lambda left_out: f"... ({left_out} more bytes in {where})")
+        try:
+            last = b"\n"
+            for piece in read_pieces(process.stdout):
+                log.write(piece)
+                last = piece
+                if (line := clipper.feed(piece)) is not None:
+                    self.out.line(task_id, line)
+            if not last.endswith(b"\n"):
+                log.write(b"\n")
+            if (line := clipper.finish()) is not None:
+                self.out.line(task_id, line)
+        finally:
+            log.close()
+            process.stdout.close()  # if the copy failed: a task writing more gets EPIPE, not a full pipe
+            self.events.put((task_id, process.wait()))
+
+    def _finished(self, task_id: str, exit_code: int) -> None:
+        attempt = self.running.pop(task_id)
+        node = self.by_id[task_id]
+        result = self.results[task_id]
+        result.ended = time.time()
+        result.exit_code = exit_code
+        took = result.ended - attempt.started
+        if exit_code == 0:
+            result.state = TaskState.SUCCESS
+            self.out.line("runner", f"{task_id} succeeded in {took:.2f} s")
+            self.sorter.done(task_id)
+            self._take_ready()
+            return
+        retryable = exit_code != _BAD_INVOCATION and result.attempts <= node.retries
+        if retryable and not self.stopping:
+            delay = float(node.retry_delay_seconds)
+            self.out.line(
+                "runner",
+                f"{task_id} failed (exit {exit_code}) on attempt {result.attempts} of {node.retries + 1}; "
+                f"retrying in {delay:g} s",
+            )
+            self.queue.insert(0, task_id)
+            self.retry_at[task_id] = time.monotonic() + delay
+            return
+        result.state = TaskState.FAILED
+        if retryable:
+            result.note = "retry not run: another task failed"
+            self.out.line(
+                "runner", f"{task_id} failed (exit {exit_code}); no retry, the run is stopping"
+            )
+            return
+        self.out.line(
+            "runner",
+            f"{task_id} FAILED (exit {exit_code}) after {result.attempts} attempt(s); log {result.log_path}",
+        )
+        if not self.stopping and (self.queue or self.running or self.sorter.is_active()):
+            self.out.line("runner", "no new tasks will start; waiting for the running ones")
+        self.stopping = True
+        if self.report_failure is not None:
+            context = failure_context(self.workflow, self.run_id, self.recipe_run_id, node, result)
+            self.out.line("runner", self.report_failure(self.workflow, node, context))
+
+
+class LocalEngine:
+    """``--engine local``: see the module docstring.
+
+    ``jobs`` defaults to the CPU count; ``log_dir`` (default: under :func:`default_log_root`)
+    receives one log per task; task output is also written to ``stream`` (default stdout), each
+    line prefixed with ``[TaskName]``. ``env`` replaces ``os.environ`` for the tasks.
+    """
+
+    name: ClassVar[str] = "local"
+    options: ClassVar[frozenset[str]] = frozenset(
+        {"jobs", "log_dir", "stream", "env", "report_failures", "run_id"}
+    )
+
+    def __init__(
+        self,
+        *,
+        jobs: int | None = None,
+        log_dir: str | Path | None = None,
+        stream: IO[str] | None = None,
+        env: dict[str, str] | None = None,
+        report_failures: bool = True,
+        run_id: str | None = None,
+    ) -> None:
+        if jobs is None:
+            from dkist_processing_core.config import core_configuration
+
+            jobs = core_configuration().cpu_count
+        self.jobs = _check_jobs(jobs)
+        # Absolute from here on: task processes, file URIs and the summary all see the same folder.
+        self.log_dir = None if log_dir is None else Path(log_dir).expanduser().absolute()
+        self.stream = stream
+        self.env = env
+        self.report_failures = report_failures
+        self.run_id = run_id
+
+    def run(self, workflow: Workflow, recipe_run_id: int) -> RunSummary:
+        workflow.check_dag()
+        run_id = self.run_id or local_run_id()
+        folder = self.log_dir or default_log_root() / workflow.dag_name / _path_safe(run_id)
+        folder.mkdir(parents=True, exist_ok=True)
+        task_env = dict(os.environ if self.env is None else self.env)
+        task_env[RECIPE_RUN_ID_VARIABLE] = str(recipe_run_id)
+        task_env["PYTHONUNBUFFERED"] = "1"
+        output = Output(self.stream or sys.stdout)
+        output.line(
+            "runner",
+            f"running {workflow.dag_name} ({len(workflow.nodes)} tasks) for recipe run {recipe_run_id}, "
+            f"run id {run_id}, up to {self.jobs} at a time; logs in {folder}",
+        )
+        run = _LocalRun(
+            workflow,
+            recipe_run_id,
+            self.jobs,
+            folder,
+            run_id,
+            output,
+            task_env,
+            report_on_isb if self.report_failures else None,
+        )
+        started = time.monotonic()
+        completed = run.execute()
+        return RunSummary(
+            engine=self.name,
+            dag_id=workflow.dag_name,
+            run_id=run_id,
+            recipe_run_id=recipe_run_id,
+            results=[run.results[node.task_id] for node in run.nodes],
+            duration=time.monotonic() - started,
+            log_dir=folder,
+            interrupted=not completed,
+            signal=run.signal,
+        )

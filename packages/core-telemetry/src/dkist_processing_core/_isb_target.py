@@ -1,0 +1,108 @@
+"""Where and how the interservice bus is published to: :class:`IsbTarget` and its limits."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from dataclasses import field
+from dataclasses import replace
+from pathlib import Path
+from typing import TYPE_CHECKING
+from typing import Any
+
+from dkist_processing_core.isb_outbox import Outbox
+from dkist_processing_core.isb_outbox import default_isb_outbox_dir
+
+if TYPE_CHECKING:
+    from dkist_processing_core._settings_models import RetryConfig
+    from dkist_processing_core.config import DKISTProcessingCoreConfiguration
+
+__all__ = ["FAILURE_QUEUE", "FAILURE_ROUTING_KEY", "MAX_SECONDS", "IsbTarget", "check_seconds"]
+
+FAILURE_QUEUE = "recipe.run.failure.q"
+FAILURE_ROUTING_KEY = "recipe.run.failure.m"
+#: Upper bound of every time bound and retry delay, in seconds: ``RETRY_CONFIG``'s
+#: ``MAX_RETRY_SECONDS`` (not imported from there: that would load pydantic with this module).
+MAX_SECONDS = 3600.0
+
+
+def _default_retry() -> RetryConfig:
+    from dkist_processing_core._settings_models import RetryConfig
+
+    return RetryConfig()
+
+
+def check_seconds(value: object, what: str, *, positive: bool = False) -> float:
+    """``value`` as seconds if it is a finite number in range, else ValueError naming ``what``."""
+    number = value if isinstance(value, int | float) and not isinstance(value, bool) else math.nan
+    low_ok = number > 0 if positive else number >= 0
+    if not (math.isfinite(number) and low_ok and number <= MAX_SECONDS):
+        low = "> 0" if positive else ">= 0"
+        raise ValueError(
+            f"{what} must be a number of seconds {low} and <= {MAX_SECONDS:g}, got {value!r}"
+        )
+    return float(number)
+
+
+@dataclass(frozen=True)
+class IsbTarget:
+    """Where and how to publish; :meth:`from_configuration` fills it from the environment."""
+
+    host: str = "127.0.0.1"
+    port: int = 5672
+    username: str = "guest"
+    password: str = field(default="guest", repr=False)
+    virtual_host: str = "/"
+    exchange: str = "master.direct.x"
+    queue: str = FAILURE_QUEUE
+    routing_key: str = FAILURE_ROUTING_KEY
+    queue_type: str = "classic"
+    # False when the queue is owned by someone else (the producer then only declares the exchange).
+    declare_queue: bool = True
+    publish_timeout: float = 30.0
+    outbox_dir: Path = field(default_factory=default_isb_outbox_dir)
+    retry: RetryConfig = field(default_factory=_default_retry)
+
+    def __post_init__(self) -> None:
+        check_seconds(
+            self.publish_timeout, "IsbTarget publish_timeout (ISB_PUBLISH_TIMEOUT)", positive=True
+        )
+        if type(self.port) is not int or not 1 <= self.port <= 65535:
+            raise ValueError(
+                f"IsbTarget port must be an integer from 1 to 65535, got {self.port!r}"
+            )
+        from dkist_processing_core._settings_models import RetryConfig
+
+        if not isinstance(self.retry, RetryConfig):
+            raise ValueError(f"IsbTarget retry must be a RetryConfig, got {self.retry!r}")
+
+    @classmethod
+    def from_configuration(
+        cls, configuration: DKISTProcessingCoreConfiguration | None = None, **overrides: Any
+    ) -> IsbTarget:
+        """The production target from ``configuration`` (default: this process's), with overrides."""
+        if configuration is None:
+            from dkist_processing_core.config import core_configuration
+
+            configuration = core_configuration()
+        service = configuration.isb_mesh_service
+        target = cls(
+            host=service.host,
+            port=service.port,
+            username=configuration.isb_username,
+            password=configuration.isb_password,
+            exchange=configuration.isb_exchange,
+            queue_type=configuration.isb_queue_type,
+            publish_timeout=configuration.isb_publish_timeout,
+            outbox_dir=Path(configuration.isb_outbox_dir),
+            retry=configuration.retry_config,
+        )
+        return replace(target, **overrides) if overrides else target
+
+    @property
+    def broker(self) -> str:
+        return f"{self.host}:{self.port}"
+
+    @property
+    def outbox(self) -> Outbox:
+        return Outbox(self.outbox_dir)

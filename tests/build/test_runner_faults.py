@@ -1,0 +1,288 @@
+"""The local runner under faults and hostile input, as a real ``dkist-processing-core run`` process.
+
+Real signals to the runner's PID, a real ``| head -1`` pipeline, a task line of 100 MiB, names that
+start with ``-``, a relative ``--log-dir``; what is left of a run is looked for with ``ps``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+from dkist_processing_core.isb import FAILURE_ROUTING_KEY
+from helpers.build_cli import EXAMPLE_PACKAGE
+from helpers.build_cli import FAILING_PACKAGE
+from helpers.build_cli import HOSTILE_PACKAGE
+from helpers.build_cli import cli_command
+from helpers.rabbitmq import consume_all
+from helpers.rabbitmq import declare_queue
+from helpers.rabbitmq import delete_names
+from helpers.rabbitmq import require_rabbitmq
+from helpers.rabbitmq import unique_names
+
+SPAWNERS = ("SpawnerA", "SpawnerB")
+
+
+def summary_states(stdout: str) -> dict[str, str]:
+    start = stdout.index("Summary of ")
+    states = {}
+    for line in stdout[start:].splitlines()[1:]:
+        if match := re.match(r"  (success|failed|skipped)\s+(\S+)\s+\S+( s)?(  \((.*)\))?$", line):
+            states[match.group(2)] = f"{match.group(1)} {match.group(5) or ''}".strip()
+    return states
+
+
+def processes_with(marker: str) -> list[str]:
+    """``ps`` lines of live processes whose command line holds ``marker``."""
+    listing = subprocess.run(
+        ["ps", "-e", "-ww", "-o", "pid=,stat=,args="], capture_output=True, text=True, check=True
+    ).stdout
+    return [
+        line
+        for line in listing.splitlines()
+        if marker in line and not line.split()[1].startswith("Z")
+    ]
+
+
+def test_a_relative_log_dir_gives_the_failure_report_an_absolute_file_uri(cli, tmp_path):
+    require_rabbitmq()
+    names = replace(unique_names("build-relative"), routing_key=FAILURE_ROUTING_KEY)
+    declare_queue(names)
+    try:
+        result = cli(
+            "run",
+            FAILING_PACKAGE,
+            "--recipe-run-id",
+            "51",
+            "--log-dir",
+            "logs",  # relative to the working folder
+            ISB_EXCHANGE=names.exchange,
+            ISB_PUBLISH_TIMEOUT="20",
+        )
+        assert result.returncode == 1, result.stdout + result.stderr
+        assert "Failing_Demo_dev FAILED: 2 succeeded, 1 failed, 2 skipped" in result.stdout
+        assert "[runner] failure report of Boom published on the interservice bus" in result.stdout
+        (delivery,) = consume_all(names.queue, expected=1)
+        log = cli.cwd / "logs" / "Boom.log"
+        assert delivery.json()["logUrl"] == log.as_uri()
+        assert "RuntimeError: Boom fails on purpose" in log.read_text()
+        assert f"Task logs: {cli.cwd / 'logs'}" in result.stdout
+        assert "Traceback" not in result.stderr
+    finally:
+        delete_names(names)
+
+
+@pytest.mark.parametrize(
+    ("signum", "status", "stubborn"),
+    [(signal.SIGINT, 130, False), (signal.SIGHUP, 129, False), (signal.SIGTERM, 143, True)],
+    ids=["SIGINT", "SIGHUP", "SIGTERM-stubborn-grandchild"],
+)
+def test_a_signal_to_the_runner_stops_every_process_of_every_task(
+    cli, scratch, tmp_path, signum, status, stubborn
+):
+    marker = f"dkist-runner-test-{uuid.uuid4().hex}"
+    env = {**cli.env, "BUILD_FIXTURE_MARKER": marker}
+    if stubborn:
+        env["BUILD_FIXTURE_STUBBORN"] = "1"
+    command = [*cli_command(), "run", HOSTILE_PACKAGE, "Hostile_Spawning", "--recipe-run-id", "52"]
+    command += ["--jobs", "2", "--log-dir", str(tmp_path / "logs"), "--no-failure-report"]
+    process = subprocess.Popen(
+        command,
+        env=env,
+        cwd=cli.cwd,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,  # only for the clean-up below; the signal goes to the PID alone
+    )
+    lines: list[str] = []
+    reader = threading.Thread(target=lambda: lines.extend(process.stdout), daemon=True)
+    reader.start()
+    try:
+        give_up = time.monotonic() + 120
+        while not all((scratch / f"{task}.ready").exists() for task in SPAWNERS):
+            assert process.poll() is None and time.monotonic() < give_up, "".join(lines)
+            time.sleep(0.1)
+        assert len(processes_with(marker)) == 4  # a child and a grandchild per task
+
+        process.send_signal(signum)
+        stderr = process.stderr.read()
+        process.wait(timeout=120)
+        reader.join(10)
+        survivors = processes_with(marker)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+        for line in processes_with(marker):  # never leave them to the other tests
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(int(line.split()[0]), signal.SIGKILL)
+        process.wait()
+    stdout = "".join(lines)
+    assert process.returncode == status, stdout + stderr
+    assert not survivors, "left running:\n" + "\n".join(survivors)
+    name = signal.Signals(signum).name
+    assert f"[runner] interrupted: stopping the running tasks ({name})" in stdout
+    states = summary_states(stdout)
+    assert states["NeverRuns"].startswith("skipped")
+    if stubborn:
+        # SpawnerA's grandchild ignores the signal: it is killed after the grace period.
+        assert states["SpawnerA"].startswith("failed") and "killed" in states["SpawnerA"]
+        assert states["SpawnerB"].startswith("failed") and "interrupted" in states["SpawnerB"]
+    else:
+        # Everything ended on the forwarded signal: nothing had to wait for the grace period.
+        assert all(
+            "interrupted" in states[task] and "killed" not in states[task] for task in SPAWNERS
+        )
+    assert "Hostile_Spawning_dev interrupted: 0 succeeded, 2 failed, 1 skipped" in stdout
+    assert f"stopped by {name}" in stdout
+    assert "Traceback" not in stderr
+
+
+@pytest.mark.parametrize(
+    ("package", "workflow", "status"),
+    [(EXAMPLE_PACKAGE, "My_Workflow", 0), (FAILING_PACKAGE, "Failing_Demo", 1)],
+    ids=["succeeds", "fails"],
+)
+def test_run_piped_into_head_exits_with_the_status_of_the_run(
+    cli, tmp_path, package, workflow, status
+):
+    command = [*cli_command(), "run", package, workflow, "--recipe-run-id", "53"]
+    command += ["--log-dir", str(tmp_path / "logs"), "--no-failure-report"]
+    result = subprocess.run(
+        ["bash", "-c", 'set -o pipefail; "$@" | head -1', "bash", *command],
+        env=cli.env,
+        cwd=cli.cwd,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == status, result.stdout + result.stderr
+    assert result.stdout.startswith("[runner] running ") and result.stdout.count("\n") == 1
+    assert "BrokenPipeError" not in result.stderr and "Exception ignored" not in result.stderr
+    assert [line for line in result.stderr.splitlines() if line.strip()] == [
+        "dkist-processing-core: the summary was not printed: standard output is closed"
+    ]
+
+
+def test_a_100_mib_line_without_newline_costs_the_runner_little_memory(cli, tmp_path):
+    # The runner's peak RSS, and its tasks' (the task writes 1 MiB at a time): max over children.
+    wrapper = (
+        "import resource, subprocess, sys\n"
+        "code = subprocess.run(sys.argv[1:], stdout=subprocess.DEVNULL).returncode\n"
+        "print(code, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)\n"
+    )
+    log_dir = tmp_path / "logs"
+    command = [*cli_command(), "run", HOSTILE_PACKAGE, "Hostile_LongLine", "--recipe-run-id", "54"]
+    result = subprocess.run(
+        [sys.executable, "-c", wrapper, *command, "--log-dir", str(log_dir)],
+        env=cli.env,
+        cwd=cli.cwd,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    code, peak_kib = (int(value) for value in result.stdout.split())
+    assert code == 0, result.stderr
+    assert peak_kib < 200 * 1024, f"peak RSS {peak_kib / 1024:.0f} MiB for a 100 MiB line"
+    log = (log_dir / "LongLine.log").read_bytes()
+    assert b"x" * (100 << 20) + b"\nLongLine done\n" in log  # the log keeps every byte
+
+
+def test_the_terminal_gets_a_clipped_long_line_and_the_log_all_of_it(cli, tmp_path):
+    log_dir = tmp_path / "logs"
+    result = cli(
+        "run",
+        HOSTILE_PACKAGE,
+        "Hostile_LongLine",
+        "--recipe-run-id",
+        "55",
+        "--log-dir",
+        str(log_dir),
+    )
+    assert result.returncode == 0, result.stderr
+    (clipped,) = [line for line in result.stdout.splitlines() if line.startswith("[LongLine] xxx")]
+    assert len(clipped) < 70_000
+    assert clipped.endswith(f"... ({(100 << 20) - 65536} more bytes in {log_dir / 'LongLine.log'})")
+    assert "[LongLine] LongLine done" in result.stdout
+
+
+def test_a_workflow_name_and_version_starting_with_a_dash_reach_the_task(cli, tmp_path):
+    result = cli(
+        "run",
+        "build_fixture_hostile.workflows.dashed",
+        "--recipe-run-id",
+        "56",
+        "--log-dir",
+        str(tmp_path / "logs"),
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "[Dashed] Dashed ran as -dash_-name -1.0" in result.stdout
+
+
+def processes_with_variable(marker: str) -> list[str]:
+    """Live processes with ``marker`` in their environment (every process a run starts has it)."""
+    found = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            environ = Path(f"/proc/{pid}/environ").read_bytes()
+            status = Path(f"/proc/{pid}/status").read_text()
+            command = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except OSError:
+            continue
+        if marker.encode() in environ and "\nState:\tZ" not in status:
+            found.append(f"{pid} {command[:200]}")
+    return found
+
+
+def test_sigterm_stops_the_airflow_engine_and_every_process_it_started(cli, tmp_path):
+    marker = f"DKIST_RUNNER_TEST_{uuid.uuid4().hex}"
+    command = [*cli_command(), "run", EXAMPLE_PACKAGE, "l0_to_l1_example", "--recipe-run-id", "57"]
+    process = subprocess.Popen(
+        [*command, "--engine", "airflow"],
+        env={**cli.env, marker: "1", "BUILD_VERSION": "1.0.0", "DKIST_EXAMPLE_TASK_SLEEP": "600"},
+        cwd=cli.cwd,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,  # only for the clean-up below; the signal goes to the PID alone
+    )
+    lines: list[str] = []
+    reader = threading.Thread(target=lambda: lines.extend(process.stdout), daemon=True)
+    reader.start()
+    try:
+        give_up = time.monotonic() + 600
+        # Wait for the first task's bash script, started by Airflow's dag.test() in the child.
+        while not any(
+            " bash " in f" {p} " or "/bash " in p for p in processes_with_variable(marker)
+        ):
+            assert process.poll() is None and time.monotonic() < give_up, "".join(lines)
+            time.sleep(0.2)
+
+        process.send_signal(signal.SIGTERM)
+        stderr = process.stderr.read()
+        process.wait(timeout=120)
+        survivors = processes_with_variable(marker)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+        for line in processes_with_variable(marker):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(int(line.split()[0]), signal.SIGKILL)
+        process.wait()
+    reader.join(10)
+    assert process.returncode == 143, "".join(lines) + stderr
+    assert not survivors, "left running:\n" + "\n".join(survivors)
+    assert "dkist-processing-core: interrupted" in stderr
+    assert "Traceback" not in stderr
