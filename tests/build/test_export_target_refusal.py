@@ -12,6 +12,7 @@ import time
 import pytest
 from helpers.build_cli import EXAMPLE_PACKAGE
 
+
 @pytest.mark.parametrize("target", ["/", "/usr", "/etc", "/proc", "//", "/usr/.."])
 def test_exporting_into_a_root_or_system_folder_is_refused_before_anything_is_written(cli, target):
     started = time.monotonic()

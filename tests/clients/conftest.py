@@ -8,7 +8,6 @@ made once for all pytest-xdist workers in the session's shared temp folder.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import sys
 from collections.abc import Callable
@@ -32,13 +31,6 @@ from helpers.release import wheel_metadata
 CLIENT_REQUIREMENTS = ["dkist-processing-test==1.46.0", "dkist-processing-ops==1.11.8"]
 # What a dkist-processing-common release migrated to the new core would declare.
 MIGRATED_CORE_PIN = "dkist-processing-core>=8"
-
-
-@pytest.fixture(scope="session")
-def shared_tmp(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A temp folder common to all xdist workers of this session."""
-    base = tmp_path_factory.getbasetemp()
-    return base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
 
 
 @pytest.fixture(scope="session")

@@ -8,7 +8,6 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -27,13 +26,6 @@ from helpers.rabbitmq import delete_names
 from helpers.rabbitmq import require_rabbitmq
 from helpers.rabbitmq import unique_names
 from helpers.release import build_once
-
-
-@pytest.fixture(scope="session")
-def shared_tmp(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A temp folder common to all xdist workers of this session."""
-    base = tmp_path_factory.getbasetemp()
-    return base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
 
 
 @pytest.fixture(scope="session")

@@ -10,6 +10,7 @@ import json
 import socket
 import time
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,7 @@ import pytest
 
 __all__ = [
     "BROKER",
+    "names",
     "NOT_LISTENING",
     "Delivery",
     "IsbNames",
@@ -65,8 +67,8 @@ def unique_names(prefix: str = "test") -> IsbNames:
 def isb_target(names: IsbNames, outbox_dir: Path, **overrides: Any) -> Any:
     """An ISB producer target on the test broker with the test's names, a short time bound
     (3 s) and fast retries; ``overrides`` replace any field (e.g. ``port`` of a proxy)."""
-    from dkist_processing_core.isb import IsbTarget
     from dkist_processing_core.config import RetryConfig
+    from dkist_processing_core.isb import IsbTarget
 
     values: dict[str, Any] = {
         "host": BROKER[0],
@@ -169,3 +171,12 @@ def delete_names(names: IsbNames) -> None:
     finally:
         if connection.is_open:
             connection.close()
+
+
+@pytest.fixture
+def names() -> Iterator[IsbNames]:
+    """Exchange, queue and routing key of this test's own on the real broker, deleted afterwards."""
+    require_rabbitmq()
+    created = unique_names()
+    yield created
+    delete_names(created)

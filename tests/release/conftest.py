@@ -6,7 +6,6 @@ Artifacts are built once per test session and shared between the pytest-xdist wo
 from __future__ import annotations
 
 import hashlib
-import os
 import sys
 from pathlib import Path
 
@@ -15,13 +14,6 @@ from helpers.release import REPO_ROOT
 from helpers.release import build_once
 from helpers.release import pyproject
 from helpers.release import run
-
-
-@pytest.fixture(scope="session")
-def shared_tmp(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A temp folder common to all xdist workers of this session."""
-    base = tmp_path_factory.getbasetemp()
-    return base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
 
 
 @pytest.fixture(scope="session")

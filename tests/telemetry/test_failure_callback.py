@@ -17,20 +17,9 @@ from dkist_processing_core.failure_callback import chat_ops_notification
 from dkist_processing_core.failure_callback import failure_report_body
 from dkist_processing_core.isb_outbox import Outbox
 from helpers.rabbitmq import consume_all
-from helpers.rabbitmq import delete_names
 from helpers.rabbitmq import isb_target
-from helpers.rabbitmq import require_rabbitmq
-from helpers.rabbitmq import unique_names
 
 KEYS = ["conversationId", "workflowName", "workflowVersion", "taskName", "dagRunId", "logUrl"]
-
-
-@pytest.fixture
-def names():
-    require_rabbitmq()
-    names = unique_names()
-    yield names
-    delete_names(names)
 
 
 @pytest.fixture

@@ -14,13 +14,13 @@ import uuid
 import pika
 import pika.exceptions
 import pytest
+from dkist_processing_core._isb_delivery import retry_allows
+from dkist_processing_core._isb_delivery import retry_delay
 from dkist_processing_core.config import DKISTProcessingCoreConfiguration
+from dkist_processing_core.config import RetryConfig
 from dkist_processing_core.isb import FAILURE_QUEUE
 from dkist_processing_core.isb import FAILURE_ROUTING_KEY
 from dkist_processing_core.isb import IsbTarget
-from dkist_processing_core._isb_delivery import retry_allows
-from dkist_processing_core._isb_delivery import retry_delay
-from dkist_processing_core.config import RetryConfig
 from dkist_processing_core.isb import flush_outbox
 from dkist_processing_core.isb import publish
 from dkist_processing_core.isb_outbox import InvalidMessageError
@@ -32,21 +32,11 @@ from helpers.rabbitmq import consume_all
 from helpers.rabbitmq import declare_queue
 from helpers.rabbitmq import delete_names
 from helpers.rabbitmq import isb_target
-from helpers.rabbitmq import require_rabbitmq
-from helpers.rabbitmq import unique_names
 from helpers.tcp_proxy import TcpProxy
 
 BOUND = 3.0
 SLACK = 2.0  # the callback must return within its bound; this covers a loaded 2-core machine
 MARGIN = 1.5  # how long a publishing thread may outlive the bound (it is aborted at the bound)
-
-
-@pytest.fixture
-def names():
-    require_rabbitmq()
-    names = unique_names()
-    yield names
-    delete_names(names)
 
 
 @pytest.fixture

@@ -9,17 +9,13 @@ import threading
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 
-import pytest
-from dkist_processing_core.failure_callback import chat_ops_notification
 from dkist_processing_core.config import RetryConfig
+from dkist_processing_core.failure_callback import chat_ops_notification
 from dkist_processing_core.isb import flush_outbox
 from dkist_processing_core.isb import publish
 from dkist_processing_core.isb_outbox import Outbox
 from helpers.rabbitmq import consume_all
-from helpers.rabbitmq import delete_names
 from helpers.rabbitmq import isb_target
-from helpers.rabbitmq import require_rabbitmq
-from helpers.rabbitmq import unique_names
 from helpers.tcp_proxy import TcpProxy
 
 BOUND = 2.0
@@ -59,14 +55,6 @@ for t in threads:
     t.join()
 print(json.dumps(out))
 """
-
-
-@pytest.fixture
-def names():
-    require_rabbitmq()
-    names = unique_names()
-    yield names
-    delete_names(names)
 
 
 def start_child(target, action: str, threads: int) -> subprocess.Popen:

@@ -14,23 +14,12 @@ from dkist_processing_core.isb import flush_outbox
 from dkist_processing_core.isb import publish
 from dkist_processing_core.isb_outbox import Outbox
 from helpers.rabbitmq import consume_all
-from helpers.rabbitmq import delete_names
 from helpers.rabbitmq import isb_target
-from helpers.rabbitmq import require_rabbitmq
-from helpers.rabbitmq import unique_names
 from helpers.tcp_proxy import TcpProxy
 
 BOUND = 3.0
 SLACK = 2.0  # returning within the bound IS the contract; slack covers a loaded 2-core machine
 BODY_MARKER = b'{"conversationId"'
-
-
-@pytest.fixture
-def names():
-    require_rabbitmq()
-    names = unique_names()
-    yield names
-    delete_names(names)
 
 
 @pytest.fixture

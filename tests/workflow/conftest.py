@@ -144,13 +144,6 @@ def pipeline(make_pipeline: Callable[..., Pipeline]) -> Pipeline:
 
 
 @pytest.fixture(scope="session")
-def shared_tmp(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A temp folder common to all xdist workers of this session."""
-    base = tmp_path_factory.getbasetemp()
-    return base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
-
-
-@pytest.fixture(scope="session")
 def core_wheelhouse(shared_tmp: Path) -> Path:
     """Wheels of core-telemetry and core-task (built from this checkout) and all their dependencies.
 
