@@ -8,7 +8,7 @@
 built with `python -m build --no-isolation`: first the sdist, then the wheel *from that sdist*,
 so a file missing from an sdist breaks the build here rather than on a user's machine. Without
 isolation no build environment is downloaded: the running interpreter needs `build` and
-`hatchling` (both are in requirements-test.txt). Pass `--isolation` to let `build` fetch hatchling
+`hatchling` (both are in the `test` dependency group). Pass `--isolation` to let `build` fetch hatchling
 into a throw-away environment instead (needs a package index).
 
 Old artifacts of the five distributions in the output folder are removed first, so the folder
@@ -25,15 +25,15 @@ from pathlib import Path
 
 __all__ = ["PROJECTS", "REPO_ROOT", "BuildError", "build_all", "build_project", "main"]
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import workspace_members
 
-# short name -> project folder (relative to the repository root)
+REPO_ROOT = workspace_members.REPO_ROOT
+
+# short name -> project folder (relative to the repository root): the members, lowest layer first,
+# then the meta distribution (scripts/workspace_members.py reads them from packages/*/pyproject.toml)
 PROJECTS: dict[str, Path] = {
-    "core-telemetry": Path("packages/core-telemetry"),
-    "core-task": Path("packages/core-task"),
-    "core-workflow": Path("packages/core-workflow"),
-    "core-build": Path("packages/core-build"),
-    "meta": Path("."),
+    project.key: project.path.relative_to(REPO_ROOT) for project in workspace_members.projects()
 }
 
 # every artifact of ours starts with this (wheel and sdist file names use underscores)
@@ -55,7 +55,11 @@ def _missing_build_tools() -> list[str]:
 
 
 def build_project(
-    project_dir: Path, outdir: Path, *, wheel_only: bool = False, isolation: bool = False
+    project_dir: Path,
+    outdir: Path,
+    *,
+    wheel_only: bool = False,
+    isolation: bool = False,
 ) -> list[Path]:
     """Build one project (sdist, then the wheel from the sdist) into ``outdir``; return the artifacts."""
     outdir.mkdir(parents=True, exist_ok=True)
@@ -112,7 +116,10 @@ def main(argv: list[str] | None = None) -> int:
         help=f"any of {', '.join(PROJECTS)} (default: all)",
     )
     parser.add_argument(
-        "--outdir", type=Path, default=REPO_ROOT / "dist", help="output folder (default: dist/)"
+        "--outdir",
+        type=Path,
+        default=REPO_ROOT / "dist",
+        help="output folder (default: dist/)",
     )
     parser.add_argument("--wheel-only", action="store_true", help="build wheels only, no sdists")
     parser.add_argument(

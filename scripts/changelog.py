@@ -1,6 +1,6 @@
 """Changelog fragments (towncrier): check them, and render them at release time, per distribution.
 
-    python scripts/changelog.py check                         # names + a draft render (CI)
+    python scripts/changelog.py check                         # the fragment gate (CI: gates:changelog)
     python scripts/changelog.py check --compare-with main     # also: this branch adds a fragment
     python scripts/changelog.py release core-task --draft     # preview core-task's next entry
     python scripts/changelog.py release core-task             # write it into CHANGELOG.rst
@@ -8,13 +8,21 @@
 
 Fragments live in ``changelog/`` (workspace-wide changes, released with the meta distribution)
 and ``changelog/<member>/`` (one folder per member). Their names follow the seed template
-``<PR NUMBER>.<TYPE>[.<COUNTER>].rst``. towncrier silently skips files whose names it cannot
-parse (``7.feat.rst``, ``notes.rst``, a folder ``core-tsk/``), so ``check`` refuses them itself.
+``<PR NUMBER>.<TYPE>[.<COUNTER>].rst``.
+
+What towncrier enforces itself, from ``[tool.towncrier]`` in pyproject.toml: ``towncrier build``
+fails on a name without a known type (``7.feat.rst``, ``notes.rst``: strict because ``ignore`` is
+set), on an issue that is not a number (``issue_pattern``) and on orphan fragments
+(``+x.misc.rst``: ``orphan_prefix`` is empty). ``check`` runs ``towncrier build --draft`` and adds
+the rules towncrier has no setting for: towncrier still accepts ``7.feature.md``,
+``7.feature.one.rst`` and ``07.feature.rst``, takes empty fragments, and never looks into a folder
+that is not a configured section (``changelog/core-tsk/``); and the sections must be the workspace's
+members (scripts/workspace_members.py).
 
 ``release`` renders one distribution's fragments into the shared ``CHANGELOG.rst`` under the
 title ``<dist name> <version> (<date>)`` and removes those fragments only, using a towncrier
-configuration generated from ``[tool.towncrier]`` of pyproject.toml (same types). The version
-defaults to the one in the distribution's version file.
+configuration generated from ``[tool.towncrier]`` (towncrier renders every section at once). The
+version defaults to the one in the distribution's version file.
 """
 
 from __future__ import annotations
@@ -28,20 +36,19 @@ import tempfile
 import tomllib
 from pathlib import Path
 
-__all__ = ["DRAFT_VERSION", "PROJECTS", "check_fragment_names", "main", "release_config"]
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import workspace_members
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+__all__ = [
+    "DRAFT_VERSION",
+    "check_fragment_names",
+    "check_sections",
+    "main",
+    "release_config",
+]
+
+REPO_ROOT = workspace_members.REPO_ROOT
 DRAFT_VERSION = "0.0.0-draft"
-# release name -> (section folder under changelog/, project folder)
-PROJECTS = {
-    "meta": ("", Path(".")),
-    "core-telemetry": ("core-telemetry", Path("packages/core-telemetry")),
-    "core-task": ("core-task", Path("packages/core-task")),
-    "core-workflow": ("core-workflow", Path("packages/core-workflow")),
-    "core-build": ("core-build", Path("packages/core-build")),
-}
-_ALLOWED_EXTRA_FILES = {".gitkeep"}
-_VERSION_LINE = re.compile(r'^__version__\s*=\s*["\']([^"\']+)["\']', re.MULTILINE)
 
 
 class ChangelogError(RuntimeError):
@@ -55,8 +62,23 @@ def _towncrier_config(root: Path) -> dict:
     return config
 
 
+def check_sections(root: Path = REPO_ROOT) -> list[str]:
+    """The towncrier sections must be the Workspace plus one per member, named by its distribution."""
+    config = _towncrier_config(root)
+    declared = {entry.get("path", ""): entry.get("name", "") for entry in config.get("section", [])}
+    wanted = {"": "Workspace"} | {
+        m.changelog_section: m.dist for m in workspace_members.members(root)
+    }
+    if declared == wanted:
+        return []
+    return [
+        f"[[tool.towncrier.section]] of pyproject.toml lists {declared}; the workspace's members "
+        f"need {wanted} (path = member folder, name = distribution)"
+    ]
+
+
 def check_fragment_names(root: Path = REPO_ROOT) -> list[str]:
-    """Return one message per file or folder under ``changelog/`` that towncrier would skip."""
+    """One message per file or folder under ``changelog/`` that breaks a rule towncrier lets pass."""
     config = _towncrier_config(root)
     directory = root / config.get("directory", "changelog")
     types = [entry["directory"] for entry in config.get("type", [])]
@@ -78,14 +100,12 @@ def check_fragment_names(root: Path = REPO_ROOT) -> list[str]:
                 )
             continue
         section = relative.parent.as_posix() if relative.parent != Path(".") else ""
-        if section not in sections:
-            continue  # reported with its folder
-        if path.name in _ALLOWED_EXTRA_FILES:
-            continue
+        if section not in sections or path.name.startswith("."):
+            continue  # reported with its folder; dot files are towncrier's to ignore
+        if not set(path.name.split(".")[1:]) & set(types):
+            continue  # towncrier refuses it with its own message
         if not pattern.match(path.name):
-            problems.append(
-                f"{path.relative_to(root)}: towncrier would ignore this name; use {template}"
-            )
+            problems.append(f"{path.relative_to(root)}: not the fragment template; use {template}")
         elif not path.read_text().strip():
             problems.append(
                 f"{path.relative_to(root)} is empty; write one or two sentences of reStructuredText"
@@ -106,23 +126,19 @@ def _towncrier(args: list[str], root: Path) -> subprocess.CompletedProcess[str]:
 def _toml_value(value: object) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
-    return json.dumps(value)  # a JSON string or number is a valid TOML basic string or number
+    return json.dumps(value)  # JSON strings, numbers and lists of strings are valid TOML
 
 
 def release_config(project: str, root: Path = REPO_ROOT) -> str:
     """A towncrier configuration (TOML text) that sees only ``project``'s fragments."""
     base = _towncrier_config(root)
-    section, project_dir = PROJECTS[project]
-    name = tomllib.loads((root / project_dir / "pyproject.toml").read_text())["project"]["name"]
-    directory = "/".join(filter(None, [base.get("directory", "changelog"), section]))
+    target = workspace_members.by_key(project, root)
+    directory = "/".join(
+        filter(None, [base.get("directory", "changelog"), target.changelog_section])
+    )
+    settings = {key: value for key, value in base.items() if key not in ("section", "type")}
+    settings.update(directory=directory, name=target.dist)
     lines = ["[tool.towncrier]"]
-    settings = {
-        "directory": directory,
-        "filename": base.get("filename", "CHANGELOG.rst"),
-        "name": name,
-        "title_format": base.get("title_format", "{name} {version} ({project_date})"),
-        "issue_format": base.get("issue_format", "#{issue}"),
-    }
     lines += [f"{key} = {_toml_value(value)}" for key, value in settings.items()]
     for entry in base.get("type", []):
         lines.append("\n[[tool.towncrier.type]]")
@@ -130,19 +146,8 @@ def release_config(project: str, root: Path = REPO_ROOT) -> str:
     return "\n".join(lines) + "\n"
 
 
-def project_version(project: str, root: Path = REPO_ROOT) -> str:
-    project_dir = root / PROJECTS[project][1]
-    version_path = tomllib.loads((project_dir / "pyproject.toml").read_text())["tool"]["hatch"][
-        "version"
-    ]["path"]
-    match = _VERSION_LINE.search((project_dir / version_path).read_text())
-    if not match:
-        raise ChangelogError(f"no __version__ line in {project_dir / version_path}")
-    return match.group(1)
-
-
 def cmd_check(args: argparse.Namespace) -> int:
-    problems = check_fragment_names(args.root)
+    problems = check_sections(args.root) + check_fragment_names(args.root)
     for problem in problems:
         print(f"changelog: {problem}", file=sys.stderr)
     draft = _towncrier(["build", "--draft", "--version", DRAFT_VERSION], args.root)
@@ -169,16 +174,24 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 
 def cmd_release(args: argparse.Namespace) -> int:
-    problems = check_fragment_names(args.root)
+    problems = check_sections(args.root) + check_fragment_names(args.root)
     if problems:
         for problem in problems:
             print(f"changelog: {problem}", file=sys.stderr)
         return 1
-    version = args.version or project_version(args.project, args.root)
+    version = args.version or workspace_members.by_key(args.project, args.root).version
     with tempfile.NamedTemporaryFile("w", suffix=".toml", prefix="towncrier-") as config:
         config.write(release_config(args.project, args.root))
         config.flush()
-        command = ["build", "--config", config.name, "--dir", str(args.root), "--version", version]
+        command = [
+            "build",
+            "--config",
+            config.name,
+            "--dir",
+            str(args.root),
+            "--version",
+            version,
+        ]
         command.append("--draft" if args.draft else "--yes")
         result = _towncrier(command, args.root)
     print(result.stdout, end="")
@@ -193,21 +206,29 @@ def main(argv: list[str] | None = None) -> int:
     commands = parser.add_subparsers(dest="command", required=True)
     check = commands.add_parser("check", help="refuse badly named fragments and render a draft")
     check.add_argument(
-        "--compare-with", metavar="BRANCH", help="also run `towncrier check` against BRANCH"
+        "--compare-with",
+        metavar="BRANCH",
+        help="also run `towncrier check` against BRANCH",
     )
     check.add_argument("-v", "--verbose", action="store_true", help="print the draft")
     check.set_defaults(run=cmd_check)
     release = commands.add_parser(
         "release", help="render one distribution's fragments into CHANGELOG.rst"
     )
-    release.add_argument("project", choices=list(PROJECTS))
+    release.add_argument("project", choices=[p.key for p in workspace_members.projects()])
     release.add_argument("--version", help="default: the version in the project's version file")
     release.add_argument("--draft", action="store_true", help="print instead of writing")
     release.set_defaults(run=cmd_release)
     args = parser.parse_args(argv)
     try:
         return args.run(args)
-    except (ChangelogError, OSError, tomllib.TOMLDecodeError, KeyError) as error:
+    except (
+        ChangelogError,
+        OSError,
+        tomllib.TOMLDecodeError,
+        KeyError,
+        workspace_members.WorkspaceError,
+    ) as error:
         print(f"changelog: {error}", file=sys.stderr)
         return 2
 

@@ -13,7 +13,7 @@ the four ``src/dkist_processing_core`` trees into one temporary folder (what a r
 all four wheels looks like), then runs ``lint-imports`` with that folder first on ``sys.path``.
 
 Before that it checks that the layers contract lists, for each member, exactly the modules that
-member ships (layer order: build, workflow, task, telemetry), so a module cannot slip into the
+member ships (layer order: highest first, from each member's ``[tool.dkist-processing-core] layer``), so a module cannot slip into the
 wrong layer, and that no file is shipped by two members.
 
 Exit status: 0 contracts kept, 1 a contract is broken, the layers do not match the members or a
@@ -42,11 +42,15 @@ __all__ = [
     "update_layers",
 ]
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-PACKAGE = "dkist_processing_core"
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import workspace_members
 
-# members in the order of the layers contract (highest layer first)
-LAYER_MEMBERS = ["core-build", "core-workflow", "core-task", "core-telemetry"]
+REPO_ROOT = workspace_members.REPO_ROOT
+PACKAGE = workspace_members.PACKAGE
+
+# members in the order of the layers contract (highest layer first), from each member's
+# [tool.dkist-processing-core] layer
+LAYER_MEMBERS = [project.key for project in reversed(workspace_members.members())]
 
 _IGNORED_NAMES = {"__pycache__", "__init__.py", "py.typed"}
 
@@ -147,7 +151,8 @@ def layers_from_members(packages_dir: Path) -> list[str]:
 
 
 _LAYERS_ARRAY = re.compile(
-    r'(type = "layers"\n(?:[^\[\n][^\n]*\n)*?layers = \[\n)(.*?)(^\])', re.DOTALL | re.MULTILINE
+    r'(type = "layers"\n(?:[^\[\n][^\n]*\n)*?layers = \[\n)(.*?)(^\])',
+    re.DOTALL | re.MULTILINE,
 )
 
 
@@ -187,7 +192,10 @@ def main(argv: list[str] | None = None) -> int:
     config_path = args.config.resolve()
     try:
         if args.update_layers and update_layers(config_path, args.packages_dir):
-            print(f"lint_imports: updated the layer lists in {config_path}", file=sys.stderr)
+            print(
+                f"lint_imports: updated the layer lists in {config_path}",
+                file=sys.stderr,
+            )
         config = tomllib.loads(config_path.read_text())
         problems = check_layers_match_members(config, args.packages_dir)
         command = _lint_imports_command()

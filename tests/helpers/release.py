@@ -20,6 +20,8 @@ from contextlib import contextmanager
 from email.parser import Parser
 from pathlib import Path
 
+import workspace_members
+
 __all__ = [
     "MEMBERS",
     "PACKAGE",
@@ -40,17 +42,12 @@ __all__ = [
 ]
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-PACKAGE = "dkist_processing_core"
+PACKAGE = workspace_members.PACKAGE
 
-# short name (as scripts/build_dists.py names them) -> project folder
-PROJECT_DIRS = {
-    "core-telemetry": REPO_ROOT / "packages" / "core-telemetry",
-    "core-task": REPO_ROOT / "packages" / "core-task",
-    "core-workflow": REPO_ROOT / "packages" / "core-workflow",
-    "core-build": REPO_ROOT / "packages" / "core-build",
-    "meta": REPO_ROOT,
-}
-MEMBERS = ["core-telemetry", "core-task", "core-workflow", "core-build"]
+# short name (as scripts/build_dists.py names them) -> project folder, from packages/*/pyproject.toml
+PROJECT_DIRS = {project.key: project.path for project in workspace_members.projects(REPO_ROOT)}
+# the members, lowest layer first
+MEMBERS = [project.key for project in workspace_members.members(REPO_ROOT)]
 
 _VERSION_LINE = re.compile(r'^__version__\s*=\s*["\']([^"\']+)["\']', re.MULTILINE)
 

@@ -40,8 +40,8 @@ def checkout(tmp_path: Path) -> Path:
 
 
 def test_the_repository_changelog_passes_the_gate() -> None:
-    result = run([REPO_ROOT / "scripts" / "check_changelog.sh"])
-    assert result.returncode == 0, result.stdout + result.stderr
+    status, output = changelog(REPO_ROOT, "check")
+    assert status == 0, output
 
 
 def test_well_named_fragments_in_every_section_pass(checkout: Path) -> None:
@@ -61,21 +61,46 @@ def test_well_named_fragments_in_every_section_pass(checkout: Path) -> None:
 
 
 @pytest.mark.parametrize(
-    "name",
+    ("name", "message"),
     [
-        "7.feat.rst",  # unknown type
-        "notes.rst",  # no number
-        "7.feature.md",  # towncrier would take it, the seed template says .rst
-        "+orphan.misc.rst",  # towncrier orphan fragments: the template needs a PR number
-        "7.feature.one.rst",  # counter must be a number
-        "07.feature.rst",  # not a PR number
+        ("7.feat.rst", "Invalid news fragment name: 7.feat.rst"),  # unknown type
+        ("notes.rst", "Invalid news fragment name: notes.rst"),  # no number, no type
+        # towncrier orphan fragments: the template needs a PR number (orphan_prefix = "")
+        ("+orphan.misc.rst", "Issue name '+orphan' does not match"),
+        ("fix-7.bugfix.rst", "Issue name 'fix-7' does not match"),  # issue_pattern
     ],
 )
-def test_badly_named_fragments_fail_the_gate(checkout: Path, name: str) -> None:
+def test_names_towncrier_refuses_fail_the_gate(checkout: Path, name: str, message: str) -> None:
+    # [tool.towncrier] makes towncrier itself strict about these: no hand-written rule involved
     (checkout / "changelog" / "core-task" / name).write_text("Something.\n")
     status, output = changelog(checkout, "check")
     assert status == 1, output
-    assert f"changelog/core-task/{name}: towncrier would ignore this name" in output
+    assert message in output
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "7.feature.md",  # towncrier would take it, the seed template says .rst
+        "7.feature.one.rst",  # counter must be a number
+        "07.feature.rst",  # not a PR number (towncrier strips the zero)
+    ],
+)
+def test_names_towncrier_accepts_but_the_template_refuses_fail_the_gate(
+    checkout: Path, name: str
+) -> None:
+    (checkout / "changelog" / "core-task" / name).write_text("Something.\n")
+    status, output = changelog(checkout, "check")
+    assert status == 1, output
+    assert f"changelog/core-task/{name}: not the fragment template" in output
+
+
+def test_sections_that_are_not_the_members_fail_the_gate(checkout: Path) -> None:
+    config = checkout / "pyproject.toml"
+    config.write_text(config.read_text().replace('path = "core-build"', 'path = "core-builds"'))
+    status, output = changelog(checkout, "check")
+    assert status == 1, output
+    assert "the workspace's members need" in output
 
 
 def test_an_unknown_section_folder_fails_the_gate(checkout: Path) -> None:
@@ -93,7 +118,9 @@ def test_an_empty_fragment_fails_the_gate(checkout: Path) -> None:
     assert "7.doc.rst is empty" in output
 
 
-def test_release_renders_one_distribution_and_removes_only_its_fragments(checkout: Path) -> None:
+def test_release_renders_one_distribution_and_removes_only_its_fragments(
+    checkout: Path,
+) -> None:
     assert run(["git", "init", "-q", checkout]).returncode == 0
     (checkout / "changelog" / "3.misc.rst").write_text("Workspace change.\n")
     (checkout / "changelog" / "core-task" / "7.feature.rst").write_text("Task feature.\n")

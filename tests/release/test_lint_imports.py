@@ -13,12 +13,14 @@ import tomllib
 from pathlib import Path
 
 import pytest
+from helpers.release import MEMBERS
 from helpers.release import PACKAGE
 from helpers.release import REPO_ROOT
 from helpers.release import run
 
 SCRIPT = REPO_ROOT / "scripts" / "lint_imports.py"
-LAYER_MEMBERS = ["core-build", "core-workflow", "core-task", "core-telemetry"]
+# highest layer first, as the contract lists them
+LAYER_MEMBERS = list(reversed(MEMBERS))
 
 
 def layers() -> list[list[str]]:

@@ -6,6 +6,7 @@ The artifacts come from the documented command ``python scripts/build_dists.py``
 
 from __future__ import annotations
 
+import sys
 import tarfile
 import zipfile
 from pathlib import Path
@@ -14,11 +15,14 @@ import pytest
 from helpers.release import MEMBERS
 from helpers.release import PACKAGE
 from helpers.release import PROJECT_DIRS
+from helpers.release import REPO_ROOT
 from helpers.release import declared_version
 from helpers.release import dist_name
 from helpers.release import pyproject
+from helpers.release import run
 from helpers.release import version_file
 from helpers.release import wheel_metadata
+from lock import PYTHONS as SUPPORTED_PYTHONS
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 from packaging.version import Version
@@ -194,6 +198,7 @@ def test_member_sdist_holds_only_its_own_project(built_dists: Path, project: str
     assert names - {f"src/{s}" for s in sources} <= {
         "pyproject.toml",
         "README.md",
+        "LICENSE",
         "PKG-INFO",
         ".gitignore",
     }
@@ -204,7 +209,14 @@ def test_meta_sdist_holds_no_member_files(built_dists: Path) -> None:
     root = sdist.name.removesuffix(".tar.gz") + "/"
     with tarfile.open(sdist) as archive:
         names = {m.name.removeprefix(root) for m in archive.getmembers() if m.isfile()}
-    assert names <= {"pyproject.toml", "README.md", "PKG-INFO", ".gitignore", "meta_version.py"}
+    assert names <= {
+        "pyproject.toml",
+        "README.md",
+        "LICENSE",
+        "PKG-INFO",
+        ".gitignore",
+        "meta_version.py",
+    }
     assert {"pyproject.toml", "meta_version.py", "PKG-INFO"} <= names
 
 
@@ -240,3 +252,59 @@ def test_py_typed_ships_once_in_a_wheel_that_every_install_contains(built_dists:
         f"{owners[0]} ships py.typed, but installing {without} alone does not install {owners[0]}: "
         "move the marker to the distribution every other one depends on (core-telemetry)"
     )
+
+
+# --------------------------------------------------------------------------- release hygiene
+LICENSE = (REPO_ROOT / "LICENSE").read_text()
+
+
+@pytest.mark.parametrize("project", PROJECTS)
+def test_wheel_and_sdist_ship_the_bsd_license(built_dists: Path, project: str) -> None:
+    assert "BSD 3-Clause License" in LICENSE and "NSO / DKIST Data Center" in LICENSE
+    wheel = wheel_of(built_dists, project)
+    with zipfile.ZipFile(wheel) as archive:
+        licenses = [n for n in archive.namelist() if ".dist-info/licenses/" in n]
+        assert [n.rsplit("/", 1)[1] for n in licenses] == ["LICENSE"], licenses
+        assert archive.read(licenses[0]).decode() == LICENSE
+    metadata = wheel_metadata(wheel)
+    assert metadata["License-Expression"] == "BSD-3-Clause"
+    assert metadata.get_all("License-File") == ["LICENSE"]
+    sdist = sdist_of(built_dists, project)
+    root = sdist.name.removesuffix(".tar.gz")
+    with tarfile.open(sdist) as archive:
+        member = archive.extractfile(f"{root}/LICENSE")
+        assert member is not None and member.read().decode() == LICENSE
+
+
+@pytest.mark.parametrize("project", PROJECTS)
+def test_metadata_names_the_project_urls_and_every_supported_python(
+    built_dists: Path, project: str
+) -> None:
+    metadata = wheel_metadata(wheel_of(built_dists, project))
+    urls = dict(entry.split(", ", 1) for entry in metadata.get_all("Project-URL") or [])
+    assert {"Homepage", "Documentation", "Repository", "Changelog"} <= set(urls)
+    assert all(url.startswith("https://") for url in urls.values())
+    classifiers = metadata.get_all("Classifier") or []
+    versions = [
+        c.rsplit(" :: ", 1)[1]
+        for c in classifiers
+        if c.startswith("Programming Language :: Python :: 3.")
+    ]
+    # the versions CI tests (the hatch-test matrix) and the lock resolves for
+    matrix = pyproject("meta")["tool"]["hatch"]["envs"]["hatch-test"]["matrix"][0]["python"]
+    assert sorted(versions) == sorted(matrix) == list(SUPPORTED_PYTHONS)
+    assert metadata["Requires-Python"] == f">={SUPPORTED_PYTHONS[0]}"
+
+
+def test_twine_check_strict_passes_every_artifact(built_dists: Path) -> None:
+    artifacts = sorted(path for path in built_dists.iterdir() if path.is_file())
+    result = run([sys.executable, "-m", "twine", "check", "--strict", *artifacts])
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stdout.count("PASSED") == len(artifacts) == 2 * len(PROJECTS)
+
+
+def test_each_member_folder_carries_the_root_license() -> None:
+    for project in MEMBERS:
+        assert (PROJECT_DIRS[project] / "LICENSE").read_text() == LICENSE, (
+            f"packages/{project}/LICENSE differs from LICENSE: copy it (each member builds alone)"
+        )

@@ -240,15 +240,21 @@ def _cmd_isb_flush(args: argparse.Namespace) -> int:
 # ---------------------------------------------------------------------------------- parser
 def _version_text() -> str:
     from importlib.metadata import PackageNotFoundError
+    from importlib.metadata import requires
     from importlib.metadata import version
 
-    parts = []
-    for dist in ("build", "workflow", "task", "telemetry"):
-        name = f"dkist-processing-core-{dist}"
+    from packaging.requirements import Requirement
+
+    # this distribution and the members below it, as their metadata chains them (no list to keep)
+    names, parts = ["dkist-processing-core-build"], []
+    for name in names:
         try:
             parts.append(f"{name} {version(name)}")
+            below = [Requirement(text).name for text in requires(name) or []]
         except PackageNotFoundError:
             parts.append(f"{name} (not installed)")
+            continue
+        names += [n for n in below if n.startswith("dkist-processing-core-") and n not in names]
     return ", ".join(parts)
 
 
