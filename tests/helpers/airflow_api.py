@@ -42,7 +42,6 @@ class AirflowApi:
     def diagnostics(self, lines: int = 30) -> str:  # pragma: no cover - provided by the cluster
         raise NotImplementedError
 
-
     def run_cli(
         self, args: Sequence[str], timeout: float = 120.0
     ) -> subprocess.CompletedProcess[str]:

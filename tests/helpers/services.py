@@ -218,15 +218,32 @@ def private_redis(folder: Path) -> Iterator[int]:
     folder.mkdir(parents=True, exist_ok=True)
     port = free_port()
     process = subprocess.Popen(
-        [server, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-         "--dir", str(folder), "--logfile", str(folder / "redis.log")],
-        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        [
+            server,
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            str(folder),
+            "--logfile",
+            str(folder / "redis.log"),
+        ],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     try:
         deadline = time.monotonic() + 30
         while not Service("Redis", "127.0.0.1", port, "").is_listening(timeout=0.5):
             if process.poll() is not None or time.monotonic() > deadline:
-                raise ClusterError(f"redis-server on port {port} did not start; see {folder / 'redis.log'}")
+                raise ClusterError(
+                    f"redis-server on port {port} did not start; see {folder / 'redis.log'}"
+                )
             time.sleep(0.1)
         yield port
     finally:
