@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 from dkist_processing_core import Workflow
 from dkist_processing_core.export.dag import BASH_SCRIPT
+from dkist_processing_core.export.dag import WORKER_PY
 from dkist_processing_core.naming import NamingError
 from dkist_processing_core.workflow import WorkflowError
 from hypothesis import HealthCheck
@@ -189,8 +190,12 @@ def test_hostile_module_paths_are_rejected(pipeline, module):
 
 
 def _script_env(tmp_path: Path, recipe_run_id: str) -> dict[str, str]:
+    from helpers.worker_script import worker_path
+
     return {
-        "PATH": os.pathsep.join([str(Path(sys.executable).parent), "/usr/bin", "/bin"]),
+        # a worker without uv: the messages below are pip's
+        "PATH": worker_path(tmp_path.parent / f"{tmp_path.name}-bin", "pip"),
+        "DKIST_WORKER_PY": WORKER_PY,
         "TMPDIR": str(tmp_path),
         "HOME": str(tmp_path),
         "RECIPE_RUN_ID": recipe_run_id,

@@ -224,6 +224,37 @@ def _cmd_isb_flush(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _cmd_worker_gc(args: argparse.Namespace) -> int:
+    from dkist_processing_core._worker_gc import collect_garbage
+    from dkist_processing_core._worker_gc import human_size
+    from dkist_processing_core._worker_gc import parse_age
+    from dkist_processing_core._worker_gc import parse_size
+
+    cache_dir = args.cache_dir or os.environ.get("DKIST_VENV_CACHE_DIR")
+    if not cache_dir:
+        raise UsageError("no cache folder: pass --cache-dir DIR or set DKIST_VENV_CACHE_DIR")
+    if not os.path.isabs(cache_dir):
+        raise UsageError(f"the cache folder must be an absolute path, got {cache_dir!r}")
+    try:
+        max_size = parse_size(args.max_size) if args.max_size is not None else None
+        max_age = parse_age(args.max_age) if args.max_age is not None else None
+    except ValueError as error:
+        raise UsageError(str(error)) from None
+    report = collect_garbage(
+        Path(cache_dir), max_size=max_size, max_age=max_age, dry_run=args.dry_run, say=print
+    )
+    removed = "would remove" if args.dry_run else "removed"
+    print(
+        f"worker gc: {report.entries} entries ({human_size(report.size_before)}); {removed} "
+        f"{report.removed} ({human_size(report.removed_size)}); {human_size(report.size_after)} left; "
+        f"{report.in_use} in use, {report.busy} busy"
+    )
+    if report.errors:
+        _stderr(f"{PROG}: worker gc: {len(report.errors)} entries could not be removed")
+        return EXIT_FAILURE
+    return EXIT_OK
+
+
 # ---------------------------------------------------------------------------------- parser
 def _version_text() -> str:
     from importlib.metadata import PackageNotFoundError
@@ -430,6 +461,27 @@ def build_parser() -> argparse.ArgumentParser:
     )
     flush.set_defaults(handler=_cmd_isb_flush)
     isb.set_defaults(handler=None, usage_of=isb)
+
+    worker = command("worker", "tools for Airflow workers")
+    worker_commands = worker.add_subparsers(
+        dest="worker_command", metavar="WORKER_COMMAND", parser_class=_Parser
+    )
+    gc = worker_commands.add_parser(
+        "gc",
+        help="evict entries of this worker's venv cache (DKIST_VENV_CACHE_DIR)",
+        description="Remove broken and half-built entries of the worker's venv cache, then entries not "
+        "used for longer than --max-age, then the least recently used ones until the cache is at most "
+        "--max-size. Entries that a running task holds are never removed.",
+        parents=[common],
+    )
+    gc.add_argument("--max-size", default=None, metavar="SIZE", help="e.g. 20G (K, M, G, T: powers of 1024)")
+    gc.add_argument("--max-age", default=None, metavar="AGE", help="e.g. 7d (s, m, h, d, w)")
+    gc.add_argument(
+        "--cache-dir", default=None, metavar="DIR", help="the cache folder (default: $DKIST_VENV_CACHE_DIR)"
+    )
+    gc.add_argument("--dry-run", action="store_true", help="say what would be removed, remove nothing")
+    gc.set_defaults(handler=_cmd_worker_gc)
+    worker.set_defaults(handler=None, usage_of=worker)
     return parser
 
 
