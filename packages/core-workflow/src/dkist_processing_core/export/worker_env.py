@@ -277,8 +277,8 @@ class Installer:
             ]
             self._run(command, "uv venv", env)
             install = [self.uv, "pip", "install", f"--python={python}", "--no-progress", *args]
-            if compile_bytecode:
-                install.append("--compile-bytecode")
+            if compile_bytecode:  # a cache entry: its own copies, not hard links into uv's cache
+                install += ["--compile-bytecode", "--link-mode=copy"]
             self._run([*install, "--", requirement], "uv pip install", env)
             return
         self._run([sys.executable, "-m", "venv", "--without-pip", str(venv)], "python3 -m venv")
