@@ -183,6 +183,15 @@ def test_an_entry_in_use_is_never_removed(cli, tmp_path, example_wheelhouse):
         )
         assert "1 in use" in held.stdout
         assert (folder / "current").exists()
+        # the same cache under another spelling of its path (a symlink): still in use
+        alias = tmp_path / "alias"
+        alias.symlink_to(tmp_path / "cache")
+        aliased = cli(
+            "worker", "gc", "--cache-dir", str(alias), "--max-size", "0", "--max-age", "0s"
+        )
+        assert aliased.returncode == 0, aliased.stderr
+        assert "in use by 1 running task(s)" in aliased.stdout
+        assert (folder / "current").exists()
     finally:
         release.touch()
         output, _ = task.communicate(timeout=60)

@@ -174,9 +174,9 @@ class _Collector:
                                 child
                             ) if child.is_dir() and not child.is_symlink() else child.unlink()
                         continue
-                    if str(child) in held:
+                    if os.path.realpath(child) in held:
                         self.say(
-                            f"kept {folder.name}/{name}: in use by {held[str(child)]} running task(s)"
+                            f"kept {folder.name}/{name}: in use by {held[os.path.realpath(child)]} running task(s)"
                         )
                         continue
                     size = _size(child, self.seen)
@@ -207,10 +207,10 @@ class _Collector:
             return False
         try:
             held = worker_env.held_envs(self.root)
-            if str(entry.path) in held:
+            if os.path.realpath(entry.path) in held:
                 self.say(
                     f"kept {entry.folder.name} ({human_size(entry.size)}, last used "
-                    f"{_human_age(now - entry.last_used)} ago): in use by {held[str(entry.path)]} running task(s)"
+                    f"{_human_age(now - entry.last_used)} ago): in use by {held[os.path.realpath(entry.path)]} running task(s)"
                 )
                 return False
             if not self._delete(entry.folder, entry.path, unpublish=True):

@@ -144,7 +144,7 @@ def tree_digest(root: Path) -> tuple[str, int]:
 
 
 def held_envs(root: Path, *, remove_stale: bool = False) -> dict[str, int]:
-    """Entry folder -> number of running tasks holding it (hold files whose flock is taken)."""
+    """Entry folder (real path) -> number of running tasks holding it (hold files whose flock is taken)."""
     held: dict[str, int] = {}
     holds = root / "holds"
     if not holds.is_dir():
@@ -156,6 +156,7 @@ def held_envs(root: Path, *, remove_stale: bool = False) -> dict[str, int]:
                     fcntl.flock(stream, fcntl.LOCK_SH | fcntl.LOCK_NB)
                 except BlockingIOError:
                     target = stream.read().decode(errors="replace").strip()
+                    target = os.path.realpath(target) if target else target
                     held[target] = held.get(target, 0) + 1
                     continue
             if remove_stale and time.time() - path.stat().st_mtime > HOLD_GRACE_SECONDS:
@@ -388,14 +389,14 @@ class Cache:
             if (
                 target is not None
                 and target.is_dir()
-                and str(target) not in held
+                and os.path.realpath(target) not in held
                 and _ENV_NAME.fullmatch(target.name)
             ):
                 aside = folder / f"aside-{time.strftime('%Y%m%dT%H%M%S')}-{secrets.token_hex(3)}"
                 target.rename(aside)
                 say(f"set aside as {aside}")
         for child in folder.iterdir():  # half-built or superseded entries that no task holds
-            if _ENV_NAME.fullmatch(child.name) and str(child) not in held:
+            if _ENV_NAME.fullmatch(child.name) and os.path.realpath(child) not in held:
                 shutil.rmtree(child, ignore_errors=True)
             elif child.name.startswith("current.tmp-"):
                 child.unlink(missing_ok=True)
