@@ -7,7 +7,8 @@
 
 (a) lean worker install, (b) TaskBase import, (c) no-op task process, (d) validate + export
 50 workflows x 20 nodes, (e) DagBag parse of those 50 files against files importing the whole
-package, (f) test suite with -n auto vs -n 0. Each figure is a median over the runs. The
+package, (f) test suite with -n auto vs -n 0, (g) task start of the example pipeline (pip, uv,
+venv cache; benchmarks/task_start.py has the real pipeline too). Each figure is a median over the runs. The
 "compare" column is the same figure from --compare-venv (for (a): that venv's package count and
 size as installed; for (e): the control files that import the whole package eagerly);
 "ratio" is compare / ours, so > 1 means we are faster or smaller. Targets come from issue #7;
@@ -33,6 +34,7 @@ import bench_dagbag
 import bench_import
 import bench_install
 import bench_noop_task
+import bench_task_start
 import bench_tests
 import bench_validate_floor
 import bench_workflows
@@ -49,6 +51,7 @@ BENCHMARKS = [
     bench_workflows,
     bench_dagbag,
     bench_validate_floor,
+    bench_task_start,
     bench_tests,
 ]
 DEFAULT_JSON = REPO_ROOT / "benchmarks" / "results" / "latest.json"

@@ -57,13 +57,23 @@ def isb_names() -> Iterator[IsbNames]:
         discard_own_copies(names.exchange)
 
 
-@pytest.fixture
+@pytest.fixture(params=["uv", "pip"])
 def e2e(
-    airflow_site: AirflowSite, e2e_release: Release, isb_names: IsbNames, tmp_path: Path
+    airflow_site: AirflowSite,
+    e2e_release: Release,
+    isb_names: IsbNames,
+    tmp_path: Path,
+    request: pytest.FixtureRequest,
 ) -> Iterator[E2E]:
+    """Every e2e test runs twice: with uv on the workers' PATH, and without (pip)."""
     with OtlpReceiver() as receiver:
         context = E2E(
-            site=airflow_site, release=e2e_release, receiver=receiver, isb=isb_names, root=tmp_path
+            site=airflow_site,
+            release=e2e_release,
+            receiver=receiver,
+            isb=isb_names,
+            root=tmp_path,
+            installer=request.param,
         )
         context.tmp.mkdir()
         yield context

@@ -46,6 +46,7 @@ from helpers.release import REPO_ROOT
 from helpers.release import build_wheel
 from helpers.release import download_dependencies
 from helpers.task_modules import clean_environment
+from helpers.worker_script import worker_path
 
 FIXTURE_PIPELINE = Path(__file__).parent / "fixtures" / "pipeline"
 EXAMPLE_PROJECT = REPO_ROOT / "examples"
@@ -268,6 +269,8 @@ class E2E:
     receiver: OtlpReceiver
     isb: IsbNames
     root: Path
+    installer: str = "pip"
+    """``uv``: uv is on the worker's PATH (the script uses it); ``pip``: it is not."""
 
     @property
     def tmp(self) -> Path:
@@ -295,8 +298,10 @@ class E2E:
             AIRFLOW_HOME=str(self.site.home),
             AIRFLOW__CORE__DAGS_FOLDER=str(self.site.dags),
             AIRFLOW__CORE__LOAD_EXAMPLES="False",
-            # `python3` in the task script is this interpreter: the venvs are made from it
-            PATH=os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")]),
+            # `python3` in the task script is this interpreter: the venvs are made from it; uv
+            # is on the worker's PATH or not, as the test's installer says
+            PATH=worker_path(self.root / "worker-bin", self.installer),
+            UV_CACHE_DIR=str(self.root / "uv-cache"),
             TMPDIR=str(self.tmp),
             # the tasks' pip sees the wheelhouse only: no index, no mirror, no machine config
             PIP_CONFIG_FILE=os.devnull,

@@ -120,5 +120,25 @@ def test_example_workflow_runs_in_dependency_order_with_telemetry(e2e):
     assert {point.attributes.get("task.name") for point in points} == set(upstreams), points
     assert {point.attributes.get("recipe.run.id") for point in points} == {RECIPE_RUN_ID}
 
-    # 6. Nothing failed, so nothing was reported on the interservice bus.
+    # 6. The worker script made every task's venv with the installer it found on PATH, said so,
+    #    and the task recorded it: a span "Environment Setup" first in its trace, and a histogram.
+    from helpers.worker_script import cache_outcomes
+    from helpers.worker_script import installers_used
+
+    assert installers_used(output) == [e2e.installer] * len(upstreams), run.tail()
+    assert cache_outcomes(output) == ["off"] * len(upstreams)
+    for task_id in upstreams:
+        root = e2e.receiver.span(f"{WORKFLOW}.{task_id}")
+        (setup,) = [
+            span
+            for span in spans
+            if span.name == "Environment Setup" and span.parent_span_id == root.span_id
+        ]
+        assert setup.trace_id == root.trace_id
+        assert setup.attributes.get("installer") == e2e.installer
+        assert setup.attributes.get("cache") == "off"
+    durations = e2e.receiver.wait_for_metric("dkist.processing.environment.setup.duration")
+    assert {point.attributes.get("installer") for point in durations} == {e2e.installer}
+
+    # 7. Nothing failed, so nothing was reported on the interservice bus.
     assert e2e.failure_reports(expected=0, timeout=0.5) == []

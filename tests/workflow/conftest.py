@@ -25,6 +25,7 @@ import pytest
 from helpers.release import REPO_ROOT
 from helpers.release import build_once
 from helpers.release import build_wheel
+from helpers.worker_script import worker_path
 
 FIXTURES = Path(__file__).parent / "fixtures"
 RUN_DAG_TEST = FIXTURES / "run_dag_test.py"
@@ -230,8 +231,9 @@ def run_dag(tmp_path: Path, migrated_airflow_db: Path) -> Callable[..., DagRunRe
             AIRFLOW_HOME=str(home),
             AIRFLOW__CORE__LOAD_EXAMPLES="False",
             AIRFLOW__CORE__DAGS_FOLDER=str(dag_file.parent),
-            # python3 in the task script is this interpreter; its venvs are built from it.
-            PATH=os.pathsep.join([str(Path(sys.executable).parent), environment.get("PATH", "")]),
+            # python3 in the task script is this interpreter; its venvs are built from it. No uv
+            # on this worker unless a test asks for it (env={"PATH": worker_path(..., "uv")}).
+            PATH=worker_path(home / "worker-bin", "pip"),
             TMPDIR=str(temporary),
             PIP_CONFIG_FILE=os.devnull,
         )
@@ -262,3 +264,11 @@ def run_dag(tmp_path: Path, migrated_airflow_db: Path) -> Callable[..., DagRunRe
         return results if isinstance(conf, list) else results[0]
 
     return run
+
+
+@pytest.fixture(scope="session")
+def example_wheelhouse(shared_tmp: Path) -> Path:
+    """The example pipeline at 1.0.0 and 2.0.0 with core-task and every dependency, for offline installs."""
+    from helpers.worker_script import build_example_wheelhouse
+
+    return build_once(shared_tmp, "worker-example-wheelhouse", build_example_wheelhouse)

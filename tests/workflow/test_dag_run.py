@@ -84,3 +84,51 @@ def test_dag_runs_each_task_in_a_fresh_venv_and_reports_the_failure(
         (body["taskName"], body["workflowName"], body["workflowVersion"]) for body in bodies
     ] == [("Explode", "l0_to_l1_e2e", "1.2.3")]
     assert bodies[0]["dagRunId"] == result.run_id
+
+
+def test_tasks_of_one_version_share_one_cached_venv_and_versions_do_not(
+    example_wheelhouse, run_dag, tmp_path
+):
+    """Through Airflow: with DKIST_VENV_CACHE_DIR, a version's first task builds, later ones reuse."""
+    from dkist_processing_example.tasks import MyTask1
+    from dkist_processing_example.tasks import MyTask2
+    from helpers.worker_script import cache_outcomes
+    from helpers.worker_script import installers_used
+    from helpers.worker_script import worker_path
+
+    dags = tmp_path / "dags"
+    for version in ("1.0.0", "2.0.0"):
+        workflow = Workflow(
+            process_category="cache",
+            process_name="share",
+            workflow_package="dkist_processing_example.workflows",
+            workflow_version=version,
+        )
+        workflow.add_node(MyTask1)
+        workflow.add_node(MyTask2, upstreams=MyTask1)
+        workflow.export_dag(dags)
+    cache = tmp_path / "venv-cache"
+    env = {
+        "PATH": worker_path(tmp_path / "worker-bin", "uv"),
+        "PIP_NO_INDEX": "1",
+        "PIP_FIND_LINKS": str(example_wheelhouse),
+        "UV_CACHE_DIR": str(tmp_path / "uv-cache"),
+        "DKIST_VENV_CACHE_DIR": str(cache),
+    }
+    outcomes = {}
+    for version in ("1.0.0", "2.0.0", "1.0.0"):
+        result = run_dag(dags / f"cache_share_{version}.py", {"recipe_run_id": 3}, env=env)
+        assert result.state == "success", result.output[-5000:]
+        assert result.tasks == {"MyTask1": "success", "MyTask2": "success"}
+        outcomes.setdefault(version, []).extend(cache_outcomes(result.output))
+        assert set(installers_used(result.output)) <= {"uv", "none"}
+    # one install per version: the first task of each built, every other task reused the entry
+    assert outcomes == {"1.0.0": ["built", "hit", "hit", "hit"], "2.0.0": ["built", "hit"]}
+    keys = sorted(path.name for path in (cache / "venvs-v1").iterdir() if path.name != "holds")
+    assert [name.split("-py")[0] for name in keys] == [
+        "dkist-processing-example-1.0.0",
+        "dkist-processing-example-2.0.0",
+    ]
+    for key in keys:
+        assert len(list((cache / "venvs-v1" / key).glob("env-*"))) == 1
+    assert list((tmp_path / "tmp").rglob("pyvenv.cfg")) == []  # no throw-away venvs

@@ -11,12 +11,12 @@ import ast
 import json
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 from dkist_processing_core import Workflow
 from dkist_processing_core.export.dag import BASH_SCRIPT
+from dkist_processing_core.export.dag import WORKER_PY
 from dkist_processing_core.export.dag import render_dag
 from dkist_processing_core.naming import NamingError
 from dkist_processing_core.workflow import WorkflowError
@@ -190,8 +190,12 @@ def test_hostile_module_paths_are_rejected(pipeline, module):
 
 
 def _script_env(tmp_path: Path, recipe_run_id: str) -> dict[str, str]:
+    from helpers.worker_script import worker_path
+
     return {
-        "PATH": os.pathsep.join([str(Path(sys.executable).parent), "/usr/bin", "/bin"]),
+        # a worker without uv: the messages below are pip's
+        "PATH": worker_path(tmp_path.parent / f"{tmp_path.name}-bin", "pip"),
+        "DKIST_WORKER_PY": WORKER_PY,
         "TMPDIR": str(tmp_path),
         "HOME": str(tmp_path),
         "RECIPE_RUN_ID": recipe_run_id,
@@ -250,10 +254,16 @@ def test_script_refuses_a_bad_recipe_run_id_before_doing_anything(tmp_path, raw)
     assert not list(tmp_path.iterdir())  # no venv, no temp dir
 
 
-@pytest.mark.parametrize(("raw", "normalised"), [(" 17 ", "17"), ("42.0", "42"), ("1e3", "1000"), ("007", "7")])
+@pytest.mark.parametrize(
+    ("raw", "normalised"), [(" 17 ", "17"), ("42.0", "42"), ("1e3", "1000"), ("007", "7")]
+)
 def test_script_normalises_the_recipe_run_id_it_passes_on(tmp_path, raw, normalised):
     result = subprocess.run(
-        ["bash", "-c", BASH_SCRIPT], env=_script_env(tmp_path, raw), capture_output=True, text=True, check=False
+        ["bash", "-c", BASH_SCRIPT],
+        env=_script_env(tmp_path, raw),
+        capture_output=True,
+        text=True,
+        check=False,
     )
     assert f"task Fetch of workflow w version 1, recipe run {normalised}\n" in result.stdout
 
@@ -261,7 +271,11 @@ def test_script_normalises_the_recipe_run_id_it_passes_on(tmp_path, raw, normali
 @pytest.mark.parametrize("raw", [str(2**63), "-0.5", "nan", "inf", "1e400"])
 def test_script_refuses_ids_out_of_range(tmp_path, raw):
     result = subprocess.run(
-        ["bash", "-c", BASH_SCRIPT], env=_script_env(tmp_path, raw), capture_output=True, text=True, check=False
+        ["bash", "-c", BASH_SCRIPT],
+        env=_script_env(tmp_path, raw),
+        capture_output=True,
+        text=True,
+        check=False,
     )
     assert result.returncode == 2 and result.stdout == "", result.stderr
 
@@ -328,3 +342,78 @@ def test_dag_run_conf_cannot_inject(pipeline, run_dag, tmp_path):
     assert len(list((tmp_path / "outbox").rglob("*.json"))) == len(
         confs
     )  # every failure was reported
+
+
+@pytest.mark.parametrize(
+    "hostile",
+    [
+        "$(touch {marker})",
+        "`touch {marker}`",
+        "a b; touch {marker}",
+        "-rf",
+        "'quoted\"",
+        "{{ 7 * 7 }}",
+    ],
+)
+def test_a_hostile_cache_path_is_only_ever_a_path(tmp_path, example_wheelhouse, hostile):
+    """DKIST_VENV_CACHE_DIR reaches bash and the helper as one quoted value: a folder of that name."""
+    from helpers.worker_script import EXAMPLE_REQUIREMENT
+    from helpers.worker_script import cache_outcomes
+    from helpers.worker_script import run_script
+    from helpers.worker_script import script_env
+
+    marker = tmp_path / "marker"
+    cache = tmp_path / hostile.replace("{marker}", str(marker)).replace("/", "_")
+    env = script_env(
+        tmp_path,
+        "uv",
+        DKIST_REQUIREMENT=EXAMPLE_REQUIREMENT.format(version="1.0.0"),
+        DKIST_TASK_MODULE="dkist_processing_example.tasks",
+        DKIST_TASK_CLASS="MyTask1",
+        DKIST_VENV_CACHE_DIR=str(cache),
+        PIP_NO_INDEX="1",
+        PIP_FIND_LINKS=str(example_wheelhouse),
+        UV_CACHE_DIR=str(tmp_path / "uv-cache"),
+    )
+    result = run_script(env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert cache_outcomes(result.stderr) == ["built"]
+    assert (cache / "venvs-v1").is_dir()
+    assert not marker.exists()
+
+
+@pytest.mark.parametrize("value", ["relative/cache", "cache; touch {marker}", "/tmp/a\nb"])
+def test_a_cache_path_that_is_not_absolute_stops_the_task_before_anything(tmp_path, value):
+    marker = tmp_path / "marker"
+    env = _script_env(tmp_path, "5")
+    env["DKIST_VENV_CACHE_DIR"] = value.replace("{marker}", str(marker))
+    env["DKIST_REQUIREMENT"] = "dkist-processing-example[frozen]==1.0.0"
+    result = subprocess.run(
+        ["bash", "-c", BASH_SCRIPT], env=env, capture_output=True, text=True, check=False
+    )
+    assert result.returncode == 2, result.stderr
+    assert "DKIST_VENV_CACHE_DIR must be an absolute path, got " in result.stderr
+    assert result.stdout == "" and not marker.exists()
+
+
+@pytest.mark.parametrize(
+    "requirement",
+    [
+        "x[frozen]==1.0; touch {marker}",
+        "x[frozen]==1.0 $(touch {marker})",
+        "-r{marker}",
+        "x[frozen]==1.0\ntouch {marker}",
+    ],
+)
+def test_a_hostile_requirement_is_never_cached_and_never_a_command(tmp_path, requirement):
+    marker = tmp_path / "marker"
+    env = _script_env(tmp_path, "5")
+    env["DKIST_REQUIREMENT"] = requirement.replace("{marker}", str(marker))
+    env["DKIST_VENV_CACHE_DIR"] = str(tmp_path / "cache")
+    result = subprocess.run(
+        ["bash", "-c", BASH_SCRIPT], env=env, capture_output=True, text=True, check=False
+    )
+    assert result.returncode != 0
+    assert "is not cached: only public release versions are" in result.stderr
+    assert not marker.exists()
+    assert not list((tmp_path / "cache").glob("venvs-v1/*/env-*"))

@@ -283,15 +283,34 @@ class TaskBase(ABC):
     # -- running ---------------------------------------------------------------------------------
 
     def __call__(self) -> None:
-        """Run pre_run, run and post_run inside the task's spans; count the run."""
+        """Run pre_run, run and post_run inside the task's spans; count the run.
+
+        When the worker script reports how it made the task's environment (see
+        :mod:`dkist_processing_core.environment_setup`), the root span starts at that setup's start
+        and has a first child span ``Environment Setup``.
+        """
         from loguru import logger
+
+        from dkist_processing_core.environment_setup import SETUP_DURATION_METRIC
+        from dkist_processing_core.environment_setup import take_environment_setup
 
         verbose_task_name = f"{self.workflow_name}.{self.task_name}"
         logger.info("{} started (recipe run {})", verbose_task_name, self.recipe_run_id)
         self.task_execution_counter.add(1, attributes=self.base_telemetry_attributes)
+        # The worker script made this task's environment: the root span starts where that began.
+        setup = take_environment_setup()
         try:
-            with self.telemetry_span(verbose_task_name) as span:  # root span
+            with self.telemetry_span(
+                verbose_task_name, start_time=setup.start_ns if setup else None
+            ) as span:  # root span
                 span.set_attribute("dkist.root", "True")
+                if setup is not None:
+                    setup.record(
+                        self.tracer,
+                        self.meter,
+                        self.format_metric_name(SETUP_DURATION_METRIC),
+                        self.base_telemetry_attributes,
+                    )
                 with self.telemetry_span("Pre Run"):
                     self.pre_run()
                 with self.telemetry_span("Run"):

@@ -14,6 +14,8 @@ topological order, tags in their documented order. The file imports only ``datet
 from __future__ import annotations
 
 import ast
+import functools
+import importlib.resources
 import importlib.util
 import sys
 import tempfile
@@ -26,9 +28,10 @@ if TYPE_CHECKING:
     from dkist_processing_core.export._model import WorkflowModel
 
 __all__ = [
-    "BASH_SCRIPT",
+    "BASH_SCRIPT",  # noqa: F822 - module __getattr__ reads it on first use
     "DAG_OWNER",
     "RECIPE_RUN_ID_TEMPLATE",
+    "WORKER_PY",  # noqa: F822 - module __getattr__ reads it on first use
     "airflow_missing_message",
     "load_dag",
     "render_dag",
@@ -40,69 +43,31 @@ DAG_OWNER = "DKIST Data Center"
 # .get(): a run triggered without the key gets the script's own message instead of a Jinja error.
 RECIPE_RUN_ID_TEMPLATE = "{{ dag_run.conf.get('recipe_run_id', '') }}"
 
-# The script is a constant: Airflow renders it with Jinja, so it must not contain Jinja markers
-# (the tests check that), and it must not end in ".sh"/".bash" (Airflow would take it for a file name).
-# The recipe run id check is a fixed Python snippet that only reads the environment; it normalises
-# the id (a whole-number float such as "42.0" becomes "42", as the previous product's DAGs accepted).
-# The task then starts through dkist_processing_core.run_task where the task environment has
-# dkist-processing-core-task, and otherwise through the contract every core shares, so a pipeline
-# that still pins dkist-processing-core 7.x runs too.
-BASH_SCRIPT = """\
-set -euo pipefail
-RECIPE_RUN_ID="$(python3 -c 'import os, sys
-given = os.environ.get("RECIPE_RUN_ID", "")
-raw = given.strip()
-try:
-    value = int(raw, 10)
-except ValueError:
-    try:
-        number = float(raw)
-    except ValueError:
-        number = 0.5
-    value = int(number) if number.is_integer() else -1
-if not 0 <= value < 2**63:
-    print("dkist-processing-core: recipe run id must be a non-negative integer, got %r; trigger the DAG with the conf key recipe_run_id" % given, file=sys.stderr)
-    sys.exit(2)
-print(value)
-')"
-export RECIPE_RUN_ID
-printf 'dkist-processing-core: task %s of workflow %s version %s, recipe run %s\\n' "$DKIST_TASK_CLASS" "$DKIST_WORKFLOW_NAME" "$DKIST_WORKFLOW_VERSION" "$RECIPE_RUN_ID"
-for name in NOMAD_ALLOC_ID NOMAD_ALLOC_NAME NOMAD_GROUP_NAME NOMAD_JOB_NAME NOMAD_DC; do
-  printf '%s=%s\\n' "$name" "${!name:-}"
-done
-venv_dir="$(mktemp -d)"
-trap 'rm -rf -- "$venv_dir"' EXIT
-python3 -m venv --without-pip "$venv_dir"
-if python3 -m pip --python "$venv_dir/bin/python" --version >/dev/null 2>&1; then
-  pip=(python3 -m pip --python "$venv_dir/bin/python")
-else
-  "$venv_dir/bin/python" -m ensurepip --default-pip >/dev/null
-  pip=("$venv_dir/bin/python" -m pip)
-fi
-"${pip[@]}" install --no-input --no-compile --disable-pip-version-check --progress-bar off --timeout "$DKIST_PIP_TIMEOUT" --retries "$DKIST_PIP_RETRIES" "$DKIST_REQUIREMENT"
-"${pip[@]}" list --format=freeze --disable-pip-version-check
-cat /proc/self/limits
-set +e
-if "$venv_dir/bin/python" -c 'import importlib.metadata as m; m.version("dkist-processing-core-task")' >/dev/null 2>&1; then
-  "$venv_dir/bin/python" -m dkist_processing_core.run_task --module="$DKIST_TASK_MODULE" --task="$DKIST_TASK_CLASS" --workflow-name="$DKIST_WORKFLOW_NAME" --workflow-version="$DKIST_WORKFLOW_VERSION"
-else
-  printf 'dkist-processing-core: the task environment has no dkist-processing-core-task; running the task the way every core runs it\\n'
-  "$venv_dir/bin/python" -c 'import os
-from importlib import import_module
-task_class = getattr(import_module(os.environ["DKIST_TASK_MODULE"]), os.environ["DKIST_TASK_CLASS"])
-with task_class(recipe_run_id=int(os.environ["RECIPE_RUN_ID"]), workflow_name=os.environ["DKIST_WORKFLOW_NAME"], workflow_version=os.environ["DKIST_WORKFLOW_VERSION"]) as task:
-    task()
-'
-fi
-status=$?
-set -e
-printf 'dkist-processing-core: task %s exited with status %s\\n' "$DKIST_TASK_CLASS" "$status"
-exit "$status"
-"""
+# The worker script and its Python helper are files of this package (worker.sh, worker_env.py),
+# read once and embedded byte for byte in every DAG file: Airflow renders the script and the
+# environment values with Jinja, so neither may contain Jinja markers (the tests check that), and
+# the script must not end in ".sh"/".bash" (Airflow would take it for a file name).
+_WORKER_FILES = {"BASH_SCRIPT": "worker.sh", "WORKER_PY": "worker_env.py"}
+
+
+@functools.cache
+def _package_text(name: str) -> str:
+    text = importlib.resources.files(__package__).joinpath(name).read_text(encoding="utf-8")
+    if "'''" in text or text.endswith("\\"):
+        raise RuntimeError(f"{name} cannot be embedded in a raw triple-quoted string literal")
+    return text
+
+
+def __getattr__(name: str) -> str:
+    """``BASH_SCRIPT`` (worker.sh) and ``WORKER_PY`` (worker_env.py), read on first use."""
+    if name in _WORKER_FILES:
+        return _package_text(_WORKER_FILES[name])
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 _HEADER = """\
 # Generated by {generator}. Do not edit: export the workflow again.
-# WorkflowModel {workflow_name!r} version {workflow_version!r}, tasks installed from {distribution!r}.
+# Workflow {workflow_name!r} version {workflow_version!r}, tasks installed from {distribution!r}.
 from datetime import timedelta
 from functools import partial
 
@@ -117,6 +82,8 @@ _PIP_TIMEOUT = {pip_timeout!r}
 _PIP_RETRIES = {pip_retries!r}
 # One script for every task; a task's values reach it only as environment variables.
 _SCRIPT = r'''{script}'''
+# The script's Python helper (environment setup: uv or pip, the venv cache), run by python3.
+_WORKER_PY = r'''{worker_py}'''
 
 
 def _bash_task(task_id, module, requirement, queue, pool, retries, retry_delay_seconds, upstreams=()):
@@ -132,6 +99,7 @@ def _bash_task(task_id, module, requirement, queue, pool, retries, retry_delay_s
             "DKIST_REQUIREMENT": requirement,
             "DKIST_PIP_TIMEOUT": _PIP_TIMEOUT,
             "DKIST_PIP_RETRIES": _PIP_RETRIES,
+            "DKIST_WORKER_PY": _WORKER_PY,
         }},
         append_env=True,
         retries=retries,
@@ -204,7 +172,8 @@ def render_dag(workflow: WorkflowModel) -> str:
         distribution=workflow.distribution,
         pip_timeout=str(configuration.pip_timeout),
         pip_retries=str(configuration.pip_retries),
-        script=BASH_SCRIPT,
+        script=_package_text("worker.sh"),
+        worker_py=_package_text("worker_env.py"),
         recipe_run_id_template=RECIPE_RUN_ID_TEMPLATE,
         dag_id=workflow.dag_name,
         max_active_runs=workflow.max_active_runs,

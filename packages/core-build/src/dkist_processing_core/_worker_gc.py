@@ -1,0 +1,268 @@
+"""``dkist-processing-core worker gc``: evict entries of a worker's venv cache.
+
+The layout and the locking protocol are those of the worker script's helper
+(:mod:`dkist_processing_core.export.worker_env`). Per key folder, under its lock taken exclusively
+and without waiting (a folder whose lock is busy, because a task is building or starting from it,
+is left for the next run):
+
+1. leftovers are removed at once: entries set aside as broken (``aside-*``), half-built or superseded
+   entries (``env-*`` that ``current`` does not name) and stale symlink temporaries;
+2. then published entries last used longer ago than ``max_age``;
+3. then, least recently used first, published entries until the cache is at most ``max_size``.
+
+An entry named in the hold file of a running task is never removed; neither is anything while a
+task holds the key's lock. A removed entry is unpublished and renamed to ``trash-*`` under the lock
+before it is deleted, so a deletion cut short leaves nothing that looks usable.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import re
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from dataclasses import field
+from pathlib import Path
+
+from dkist_processing_core.export import worker_env
+
+__all__ = ["GcReport", "collect_garbage", "parse_age", "parse_size"]
+
+_SIZE = re.compile(r"([0-9]+(?:\.[0-9]+)?)\s*([KMGT]?)(?:i?B)?", re.IGNORECASE)
+_AGE = re.compile(r"([0-9]+(?:\.[0-9]+)?)\s*([smhdw]?)", re.IGNORECASE)
+_UNITS = {"": 1, "K": 1024, "M": 1024**2, "G": 1024**3, "T": 1024**4}
+_SECONDS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+
+
+def parse_size(text: str) -> int:
+    """``20G``, ``500M``, ``1.5T``, ``1024`` (bytes; K/M/G/T are powers of 1024)."""
+    match = _SIZE.fullmatch(text.strip())
+    if match is None:
+        raise ValueError(
+            f"size must be a number with an optional unit K, M, G or T (e.g. 20G), got {text!r}"
+        )
+    return int(float(match.group(1)) * _UNITS[match.group(2).upper()])
+
+
+def parse_age(text: str) -> float:
+    """``7d``, ``12h``, ``30m``, ``90s``, ``2w`` (seconds without a unit)."""
+    match = _AGE.fullmatch(text.strip())
+    if match is None:
+        raise ValueError(
+            f"age must be a number with an optional unit s, m, h, d or w (e.g. 7d), got {text!r}"
+        )
+    return float(match.group(1)) * _SECONDS[match.group(2).lower()]
+
+
+def human_size(size: int) -> str:
+    value = float(size)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if value < 1024:
+            return f"{value:.1f} {unit}" if unit != "B" else f"{size} B"
+        value /= 1024
+    return f"{value:.1f} TiB"
+
+
+def _human_age(seconds: float) -> str:
+    if seconds < 3600:
+        return f"{seconds / 60:.0f} min"
+    if seconds < 2 * 86400:
+        return f"{seconds / 3600:.1f} h"
+    return f"{seconds / 86400:.1f} days"
+
+
+@dataclass
+class _Entry:
+    folder: Path
+    path: Path
+    size: int
+    last_used: float
+
+
+@dataclass
+class GcReport:
+    """What a collection found and did."""
+
+    entries: int = 0
+    size_before: int = 0
+    removed: int = 0
+    removed_size: int = 0
+    in_use: int = 0
+    busy: int = 0
+    errors: list[str] = field(default_factory=list)
+
+    @property
+    def size_after(self) -> int:
+        return self.size_before - self.removed_size
+
+
+def _size(path: Path, seen: set[tuple[int, int]]) -> int:
+    """Disk blocks of the files under ``path``, each inode once (uv hard-links from its own cache)."""
+    total = 0
+    for folder, folders, files in os.walk(path):
+        for name in folders + files:
+            try:
+                stat = os.lstat(os.path.join(folder, name))
+            except FileNotFoundError:
+                continue
+            if (stat.st_dev, stat.st_ino) not in seen:
+                seen.add((stat.st_dev, stat.st_ino))
+                total += stat.st_blocks * 512
+    return total
+
+
+def _try_lock(folder: Path) -> int | None:
+    fd = worker_env.open_lock(folder / "lock")
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        return None
+    return fd
+
+
+class _Collector:
+    def __init__(self, root: Path, dry_run: bool, say: Callable[[str], None]) -> None:
+        self.root, self.dry_run, self.say = root, dry_run, say
+        self.report = GcReport()
+        self.seen: set[tuple[int, int]] = set()
+        self.verb = "would remove" if dry_run else "removed"
+
+    def _delete(self, folder: Path, path: Path, unpublish: bool) -> bool:
+        """Under the key's lock: unpublish, rename to a trash name; the caller deletes it after."""
+        if self.dry_run:
+            return True
+        try:
+            if unpublish:
+                (folder / "current").unlink(missing_ok=True)
+            trash = folder / f"trash-{path.name}"
+            path.rename(trash)
+            shutil.rmtree(trash)
+        except OSError as error:
+            self.report.errors.append(f"{path}: {error}")
+            self.say(f"could not remove {path}: {error}")
+            return False
+        return True
+
+    def scan(self) -> list[_Entry]:
+        """Remove leftovers; return the published entries with their size and last use."""
+        published = []
+        held = worker_env.held_envs(self.root, remove_stale=not self.dry_run)
+        for folder in sorted(
+            path for path in self.root.iterdir() if path.is_dir() and path.name != "holds"
+        ):
+            fd = _try_lock(folder)
+            if fd is None:
+                self.report.busy += 1
+                self.say(f"skipped {folder.name}: a task is building or starting from it")
+                continue
+            try:
+                current = (
+                    os.readlink(folder / "current") if (folder / "current").is_symlink() else None
+                )
+                last_used = os.fstat(fd).st_mtime
+                for child in sorted(folder.iterdir()):
+                    name = child.name
+                    if name == current or name == "lock" or name == "current":
+                        continue
+                    if name.startswith("current.tmp-") or name.startswith("trash-"):
+                        if not self.dry_run:
+                            shutil.rmtree(
+                                child
+                            ) if child.is_dir() and not child.is_symlink() else child.unlink()
+                        continue
+                    if os.path.realpath(child) in held:
+                        self.say(
+                            f"kept {folder.name}/{name}: in use by {held[os.path.realpath(child)]} running task(s)"
+                        )
+                        continue
+                    size = _size(child, self.seen)
+                    why = (
+                        "set aside as broken"
+                        if name.startswith("aside-")
+                        else "not published (half-built or superseded)"
+                    )
+                    if self._delete(folder, child, unpublish=False):
+                        self.report.removed += 1
+                        self.report.removed_size += size
+                        self.report.size_before += size
+                        self.report.entries += 1
+                        self.say(f"{self.verb} {folder.name}/{name} ({human_size(size)}): {why}")
+                if current is not None and (folder / current).is_dir():
+                    size = _size(folder / current, self.seen)
+                    published.append(_Entry(folder, folder / current, size, last_used))
+                    self.report.entries += 1
+                    self.report.size_before += size
+            finally:
+                os.close(fd)
+        return published
+
+    def evict(self, entry: _Entry, why: str, now: float) -> bool:
+        fd = _try_lock(entry.folder)
+        if fd is None:
+            self.say(f"kept {entry.folder.name}: a task is starting from it")
+            return False
+        try:
+            held = worker_env.held_envs(self.root)
+            if os.path.realpath(entry.path) in held:
+                self.say(
+                    f"kept {entry.folder.name} ({human_size(entry.size)}, last used "
+                    f"{_human_age(now - entry.last_used)} ago): in use by {held[os.path.realpath(entry.path)]} running task(s)"
+                )
+                return False
+            if not self._delete(entry.folder, entry.path, unpublish=True):
+                return False
+        finally:
+            os.close(fd)
+        self.report.removed += 1
+        self.report.removed_size += entry.size
+        self.say(
+            f"{self.verb} {entry.folder.name} ({human_size(entry.size)}, last used "
+            f"{_human_age(now - entry.last_used)} ago): {why}"
+        )
+        return True
+
+
+def collect_garbage(
+    cache_dir: Path,
+    *,
+    max_size: int | None = None,
+    max_age: float | None = None,
+    dry_run: bool = False,
+    say: Callable[[str], None] = print,
+    now: float | None = None,
+) -> GcReport:
+    """Evict from the venv cache under ``cache_dir`` (the value of ``DKIST_VENV_CACHE_DIR``)."""
+    root = cache_dir / worker_env.LAYOUT
+    if not root.is_dir():
+        say(f"nothing to collect: {cache_dir} has no venv cache ({worker_env.LAYOUT}) yet")
+        return GcReport()
+    now = time.time() if now is None else now
+    collector = _Collector(root, dry_run, say)
+    entries = collector.scan()
+    remaining = []
+    for entry in sorted(entries, key=lambda item: item.last_used):
+        too_old = max_age is not None and now - entry.last_used > max_age
+        if not (
+            too_old
+            and collector.evict(entry, f"not used for longer than {_human_age(max_age or 0)}", now)
+        ):
+            remaining.append(entry)
+    if max_size is not None:
+        total = sum(entry.size for entry in remaining)
+        for entry in list(remaining):  # least recently used first
+            if total <= max_size:
+                break
+            if collector.evict(entry, f"the cache is over {human_size(max_size)}", now):
+                total -= entry.size
+                remaining.remove(entry)
+        if total > max_size:
+            say(
+                f"the cache is still {human_size(total)}, over {human_size(max_size)}: the rest is in use"
+            )
+    report = collector.report
+    report.in_use = len([path for path in worker_env.held_envs(root) if path])
+    return report

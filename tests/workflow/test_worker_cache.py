@@ -1,0 +1,242 @@
+"""The per-version venv cache of the worker script, with real installs from a local wheelhouse.
+
+Each test runs the exported script (``bash -c``) the way an Airflow worker runs a BashOperator:
+python3 is this interpreter, uv is on PATH or not, the pipeline is the example at 1.0.0/2.0.0
+from ``example_wheelhouse`` (offline). The Airflow-level runs are in ``test_dag_run.py``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+from dkist_processing_core.export import worker_env
+from helpers.worker_script import EXAMPLE_REQUIREMENT
+from helpers.worker_script import cache_outcomes
+from helpers.worker_script import installers_used
+from helpers.worker_script import run_script
+from helpers.worker_script import script_env
+from helpers.worker_script import start_script
+
+
+def _env(
+    tmp_path: Path, wheelhouse: Path, installer: str, version: str = "1.0.0", **more: str
+) -> dict[str, str]:
+    values = dict(
+        DKIST_REQUIREMENT=EXAMPLE_REQUIREMENT.format(version=version),
+        DKIST_TASK_MODULE="dkist_processing_example.tasks",
+        DKIST_TASK_CLASS="MyTask1",
+        DKIST_VENV_CACHE_DIR=str(tmp_path / "cache"),
+        PIP_NO_INDEX="1",
+        PIP_FIND_LINKS=str(wheelhouse),
+        UV_CACHE_DIR=str(tmp_path / "uv-cache"),
+    )
+    values.update(more)
+    return script_env(tmp_path, installer, **values)
+
+
+def _root(tmp_path: Path) -> Path:
+    return tmp_path / "cache" / worker_env.LAYOUT
+
+
+def _entries(tmp_path: Path) -> dict[str, list[str]]:
+    """Key folder -> its env-*/aside-* folders."""
+    root = _root(tmp_path)
+    return {
+        folder.name: sorted(
+            child.name for child in folder.iterdir() if child.name.startswith(("env-", "aside-"))
+        )
+        for folder in sorted(root.iterdir())
+        if folder.name != "holds"
+    }
+
+
+def _current(tmp_path: Path) -> Path:
+    (folder,) = [path for path in _root(tmp_path).iterdir() if path.name != "holds"]
+    return folder / os.readlink(folder / "current")
+
+
+def _ok(result) -> str:
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output[-6000:]
+    assert "Running MyTask1" in output and "task MyTask1 exited with status 0" in output
+    return output
+
+
+@pytest.mark.parametrize("installer", ["uv", "pip"])
+def test_tasks_of_one_version_build_once_and_never_write_to_the_entry(
+    tmp_path, example_wheelhouse, installer
+):
+    env = _env(tmp_path, example_wheelhouse, installer)
+    first = _ok(run_script(env))
+    assert cache_outcomes(first) == ["built"] and installers_used(first) == [installer]
+    assert first.count("building the cached environment") == 1
+    entry = _current(tmp_path)
+    marker = json.loads((entry / worker_env.MARKER).read_text())
+    assert marker["installer"] == installer
+    assert "dkist-processing-example==1.0.0" in marker["distributions"]
+    assert list(entry.rglob("*.pyc")), "the entry is byte-compiled when it is built"
+    before = worker_env.tree_digest(entry)
+
+    for _ in range(2):
+        again = _ok(run_script(env))
+        assert cache_outcomes(again) == ["hit"] and installers_used(again) == ["none"]
+        assert "building the cached environment" not in again
+        assert "dkist-processing-example==1.0.0" in again  # the listing comes from the marker
+    assert worker_env.tree_digest(entry) == before  # PYTHONDONTWRITEBYTECODE: nothing written
+    assert _entries(tmp_path) == {entry.parent.name: [entry.name]}
+    assert list((tmp_path / "tmp").iterdir()) == []  # scratch folders removed
+    assert list((_root(tmp_path) / "holds").iterdir()) == []  # hold files removed
+
+
+def test_a_second_version_gets_its_own_entry(tmp_path, example_wheelhouse):
+    for version in ("1.0.0", "2.0.0", "1.0.0"):
+        _ok(run_script(_env(tmp_path, example_wheelhouse, "uv", version)))
+    entries = _entries(tmp_path)
+    assert len(entries) == 2 and all(len(envs) == 1 for envs in entries.values()), entries
+    assert sorted(name.split("-py")[0] for name in entries) == [
+        "dkist-processing-example-1.0.0",
+        "dkist-processing-example-2.0.0",
+    ]
+
+
+@pytest.mark.parametrize("installer", ["uv", "pip"])
+def test_eight_tasks_started_at_once_all_succeed_and_build_once(
+    tmp_path, example_wheelhouse, installer
+):
+    env = _env(tmp_path, example_wheelhouse, installer)
+    with ThreadPoolExecutor(8) as pool:
+        results = list(pool.map(lambda _: run_script(env), range(8)))
+    outputs = [_ok(result) for result in results]
+    outcomes = sorted(outcome for output in outputs for outcome in cache_outcomes(output))
+    assert outcomes == ["built"] + ["hit"] * 7, outcomes
+    assert sum(output.count("building the cached environment") for output in outputs) == 1
+    assert len(next(iter(_entries(tmp_path).values()))) == 1
+
+
+def _descendants(pid: int) -> list[tuple[int, str]]:
+    """(pid, command line) of every process below ``pid``."""
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    found, pending = [], [pid]
+    while pending:
+        for child in children.get(pending.pop(), []):
+            try:
+                command = (
+                    (Path("/proc") / str(child) / "cmdline")
+                    .read_bytes()
+                    .replace(b"\0", b" ")
+                    .decode()
+                )
+            except OSError:
+                continue
+            found.append((child, command))
+            pending.append(child)
+    return found
+
+
+def test_a_build_killed_half_way_is_never_used_and_the_next_task_rebuilds(
+    tmp_path, example_wheelhouse
+):
+    env = _env(tmp_path, example_wheelhouse, "pip")
+    process = start_script(env)
+    deadline = time.monotonic() + 120
+    killed = None
+    while killed is None and process.poll() is None and time.monotonic() < deadline:
+        for pid, command in _descendants(process.pid):
+            parts = command.split()
+            if (
+                parts[1:3] == ["-m", "pip"] and "install" in parts
+            ):  # not the helper, whose text says it
+                entry = next(_root(tmp_path).glob("*/env-*"), None)
+                if entry is not None and list(entry.glob("lib/python*/site-packages/*")):
+                    os.kill(pid, signal.SIGKILL)  # the installer, half-way through
+                    killed = pid
+                    break
+        time.sleep(0.02)
+    output, _ = process.communicate(timeout=120)
+    assert killed is not None, f"never saw pip installing:\n{output[-4000:]}"
+    assert process.returncode != 0
+    assert "pip install was killed by signal 9" in output
+    assert "Running MyTask1" not in output
+    (half,) = _root(tmp_path).glob("*/env-*")
+    assert not (half / worker_env.MARKER).exists()
+    assert not (half.parent / "current").exists(), "a half-built entry must never be published"
+
+    again = _ok(run_script(env))
+    assert cache_outcomes(again) == ["built"]
+    assert not half.exists(), "the half-built folder is removed by the next build"
+    assert _current(tmp_path) != half
+
+
+@pytest.mark.parametrize("damage", ["tampered", "half-built", "foreign"])
+def test_a_damaged_entry_is_set_aside_and_rebuilt_never_used(tmp_path, example_wheelhouse, damage):
+    env = _env(tmp_path, example_wheelhouse, "uv")
+    _ok(run_script(env))
+    entry = _current(tmp_path)
+    imported = tmp_path / "tampered-code-ran"
+    if damage == "tampered":
+        (module,) = entry.glob("lib/python*/site-packages/dkist_processing_example/tasks.py")
+        with module.open("a") as stream:
+            stream.write(f"\nopen({str(imported)!r}, 'w').close()\n")
+        reason = "its files changed since it was built"
+    elif damage == "half-built":
+        (entry / worker_env.MARKER).unlink()
+        reason = "it has no completion marker (half-built)"
+    else:
+        marker = json.loads((entry / worker_env.MARKER).read_text())
+        marker["key"]["version"] = "9.9.9"
+        (entry / worker_env.MARKER).write_text(json.dumps(marker))
+        reason = "its marker names another requirement or interpreter (foreign)"
+
+    output = _ok(run_script(env))
+    assert cache_outcomes(output) == ["rebuilt"]
+    assert reason in output
+    assert not imported.exists(), "code of a tampered entry must never run"
+    assert not entry.exists()
+    (aside,) = entry.parent.glob("aside-*")
+    assert f"set aside as {aside}" in output
+    assert _current(tmp_path) != entry
+    assert cache_outcomes(_ok(run_script(env))) == ["hit"]
+
+
+@pytest.mark.parametrize(
+    ("version", "cached"),
+    [
+        ("1.0.0", True),
+        ("2.1rc1", True),
+        ("1.0.post2", True),
+        ("1!2.0", True),
+        ("dev", False),
+        ("1.0.0.dev3", False),
+        ("1.0.0+local", False),
+        ("1.0.0-dev", False),
+        ("latest", False),
+    ],
+)
+def test_only_public_release_versions_are_cached(version, cached):
+    key = worker_env.cache_key(f"dkist-processing-x[frozen,GPU]=={version}")
+    assert (key is not None) == cached
+    if key is not None:
+        assert key["extras"] == ["frozen", "gpu"]
+        assert key["distribution"] == "dkist-processing-x"
+
+
+def test_a_dev_version_installs_into_a_throw_away_venv(tmp_path, example_wheelhouse):
+    env = _env(tmp_path, example_wheelhouse, "uv", "1.0.0.dev0")
+    result = run_script(env)
+    output = result.stdout + result.stderr
+    assert "is not cached: only public release versions are" in output
+    assert result.returncode != 0  # the wheelhouse has no such version
+    assert list((_root(tmp_path)).glob("*/env-*")) == [] if _root(tmp_path).exists() else True
+    assert list((tmp_path / "tmp").iterdir()) == []
