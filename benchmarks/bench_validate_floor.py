@@ -46,32 +46,70 @@ def run(ctx: Context) -> list[Row]:
     )
     dags = ctx.workdir / "floor-dags"
     shutil.rmtree(dags, ignore_errors=True)
-    check(run_measured([cli, "export-dags", PACKAGE, dags], env=env, cwd=ctx.workdir), "export-dags")
+    check(
+        run_measured([cli, "export-dags", PACKAGE, dags], env=env, cwd=ctx.workdir), "export-dags"
+    )
     if len(list(dags.glob("*.py"))) != WORKFLOWS:
-        raise RuntimeError(f"export-dags wrote {len(list(dags.glob('*.py')))} files, expected {WORKFLOWS}")
+        raise RuntimeError(
+            f"export-dags wrote {len(list(dags.glob('*.py')))} files, expected {WORKFLOWS}"
+        )
     runs = max(3, ctx.runs)
     floor, validate, export = [], [], []
     for number in range(runs):
         floor.append(
             check(
-                run_measured([ctx.python, "-c", _FLOOR, dags, str(WORKFLOWS)], env=env, cwd=ctx.workdir),
+                run_measured(
+                    [ctx.python, "-c", _FLOOR, dags, str(WORKFLOWS)], env=env, cwd=ctx.workdir
+                ),
                 "DagBag floor",
             ).seconds
         )
         validate.append(
-            check(run_measured([cli, "validate", PACKAGE], env=env, cwd=ctx.workdir), "validate").seconds
+            check(
+                run_measured([cli, "validate", PACKAGE], env=env, cwd=ctx.workdir), "validate"
+            ).seconds
         )
         target = ctx.workdir / f"floor-export-{number}"
         shutil.rmtree(target, ignore_errors=True)
         export.append(
-            check(run_measured([cli, "export-dags", PACKAGE, target], env=env, cwd=ctx.workdir), "export-dags").seconds
+            check(
+                run_measured([cli, "export-dags", PACKAGE, target], env=env, cwd=ctx.workdir),
+                "export-dags",
+            ).seconds
         )
     base = median(floor)
-    rows = [Row(KEY, "floor: fresh python, import DagBag, load the 50 files", round(base, 3), "s", "", runs=runs, samples=floor)]
+    rows = [
+        Row(
+            KEY,
+            "floor: fresh python, import DagBag, load the 50 files",
+            round(base, 3),
+            "s",
+            "",
+            runs=runs,
+            samples=floor,
+        )
+    ]
     for what, samples in (("validate", validate), ("export-dags", export)):
         value = median(samples)
-        rows.append(Row(KEY, f"dkist-processing-core {what}", round(value, 3), "s", "", runs=runs, samples=samples))
         rows.append(
-            Row(KEY, f"{what} above the floor", round(value - base, 3), "s", f"<= {TARGET_S}", runs=runs)
+            Row(
+                KEY,
+                f"dkist-processing-core {what}",
+                round(value, 3),
+                "s",
+                "",
+                runs=runs,
+                samples=samples,
+            )
+        )
+        rows.append(
+            Row(
+                KEY,
+                f"{what} above the floor",
+                round(value - base, 3),
+                "s",
+                f"<= {TARGET_S}",
+                runs=runs,
+            )
         )
     return rows

@@ -37,10 +37,10 @@ from typing import Any
 REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT / "tests"))
 
+from dkist_processing_core.config import RetryConfig  # noqa: E402
 from dkist_processing_core.failure_callback import chat_ops_notification  # noqa: E402
 from dkist_processing_core.isb import IsbTarget  # noqa: E402
 from dkist_processing_core.isb import PublishResult  # noqa: E402
-from dkist_processing_core.config import RetryConfig  # noqa: E402
 from dkist_processing_core.isb import flush_outbox  # noqa: E402
 from dkist_processing_core.isb_outbox import Outbox  # noqa: E402
 from helpers.rabbitmq import consume_all  # noqa: E402
@@ -48,7 +48,9 @@ from helpers.rabbitmq import delete_names  # noqa: E402
 from helpers.rabbitmq import unique_names  # noqa: E402
 from helpers.tcp_proxy import TcpProxy  # noqa: E402
 
-RETRY = RetryConfig(retry_delay=0.2, retry_backoff=2.0, retry_jitter=(0.0, 0.2), retry_max_delay=2.0)
+RETRY = RetryConfig(
+    retry_delay=0.2, retry_backoff=2.0, retry_jitter=(0.0, 0.2), retry_max_delay=2.0
+)
 
 
 class _TaskInstance:

@@ -27,7 +27,9 @@ ERRORS = [
 ]
 
 
-@pytest.mark.parametrize(("module", "name", "builtin", "status"), ERRORS, ids=[e[1] for e in ERRORS])
+@pytest.mark.parametrize(
+    ("module", "name", "builtin", "status"), ERRORS, ids=[e[1] for e in ERRORS]
+)
 def test_every_error_has_the_root_and_its_exit_status(module, name, builtin, status):
     error = getattr(importlib.import_module(module), name)
     assert issubclass(error, DKISTProcessingCoreError) and issubclass(error, builtin)
@@ -39,10 +41,18 @@ def test_no_other_exception_class_in_the_product():
     import ast
     from pathlib import Path
 
-    listed = {name for _, name, _, _ in ERRORS} | {"DKISTProcessingCoreError", "UsageError", "FatalBrokerError"}
+    listed = {name for _, name, _, _ in ERRORS} | {
+        "DKISTProcessingCoreError",
+        "UsageError",
+        "FatalBrokerError",
+    }
     found = set()
-    for path in Path(__file__).resolve().parents[1].glob("packages/*/src/dkist_processing_core/**/*.py"):
+    for path in (
+        Path(__file__).resolve().parents[1].glob("packages/*/src/dkist_processing_core/**/*.py")
+    ):
         for node in ast.walk(ast.parse(path.read_text())):
-            if isinstance(node, ast.ClassDef) and (node.name.endswith("Error") or node.name.endswith("Exception")):
+            if isinstance(node, ast.ClassDef) and (
+                node.name.endswith("Error") or node.name.endswith("Exception")
+            ):
                 found.add(node.name)
     assert found <= listed, f"exception classes not under the root's test: {sorted(found - listed)}"

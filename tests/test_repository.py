@@ -30,19 +30,36 @@ def test_readme_main_command_runs_the_example_workflow():
 
 def test_readme_environment_table_is_generated_from_the_settings_class():
     result = subprocess.run(
-        [sys.executable, str(ROOT / "scripts" / "env_table.py"), "--check"], capture_output=True, text=True
+        [sys.executable, str(ROOT / "scripts" / "env_table.py"), "--check"],
+        capture_output=True,
+        text=True,
     )
     assert result.returncode == 0, result.stderr
 
 
 def test_every_seed_variable_is_in_the_readme_table():
     seed_variables = [
-        "LOGURU_LEVEL", "MESH_CONFIG", "RETRY_CONFIG", "OTEL_SERVICE_NAME", "DKIST_SERVICE_VERSION",
-        "NOMAD_ALLOC_ID", "NOMAD_ALLOC_NAME", "NOMAD_GROUP_NAME", "OTEL_EXPORTER_OTLP_TRACES_INSECURE",
-        "OTEL_EXPORTER_OTLP_METRICS_INSECURE", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
-        "OTEL_EXPORTER_OTLP_METRICS_ENDPOINT", "OTEL_PYTHON_DISABLED_INSTRUMENTATIONS",
-        "OTEL_PYTHON_FASTAPI_EXCLUDED_URLS", "SYSTEM_METRIC_INSTRUMENTATION_CONFIG", "ISB_USERNAME",
-        "ISB_PASSWORD", "ISB_EXCHANGE", "ISB_QUEUE_TYPE", "BUILD_VERSION", "MAX_FILE_DESCRIPTORS",
+        "LOGURU_LEVEL",
+        "MESH_CONFIG",
+        "RETRY_CONFIG",
+        "OTEL_SERVICE_NAME",
+        "DKIST_SERVICE_VERSION",
+        "NOMAD_ALLOC_ID",
+        "NOMAD_ALLOC_NAME",
+        "NOMAD_GROUP_NAME",
+        "OTEL_EXPORTER_OTLP_TRACES_INSECURE",
+        "OTEL_EXPORTER_OTLP_METRICS_INSECURE",
+        "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+        "OTEL_EXPORTER_OTLP_METRICS_ENDPOINT",
+        "OTEL_PYTHON_DISABLED_INSTRUMENTATIONS",
+        "OTEL_PYTHON_FASTAPI_EXCLUDED_URLS",
+        "SYSTEM_METRIC_INSTRUMENTATION_CONFIG",
+        "ISB_USERNAME",
+        "ISB_PASSWORD",
+        "ISB_EXCHANGE",
+        "ISB_QUEUE_TYPE",
+        "BUILD_VERSION",
+        "MAX_FILE_DESCRIPTORS",
     ]
     readme = (ROOT / "README.md").read_text()
     missing = [name for name in seed_variables if f"| `{name}` |" not in readme]

@@ -130,9 +130,13 @@ def test_export_writes_beside_other_files_and_leaves_them_untouched(tmp_path):
 
 @pytest.mark.parametrize("target", ["/", "/usr", "/etc", "~", "/tmp"])
 def test_a_filesystem_root_or_system_folder_is_refused_without_walking_it(tmp_path, target):
-    with pytest.raises(ExportTargetError, match="it is a filesystem root, a system folder or the home folder"):
+    with pytest.raises(
+        ExportTargetError, match="it is a filesystem root, a system folder or the home folder"
+    ):
         build_utils.export_dags(EXAMPLE_PACKAGE, Path(target).expanduser())
-    with pytest.raises(ExportTargetError, match="it is a filesystem root, a system folder or the home folder"):
+    with pytest.raises(
+        ExportTargetError, match="it is a filesystem root, a system folder or the home folder"
+    ):
         build_utils.export_notebooks(EXAMPLE_PACKAGE, Path(target).expanduser())
     assert not list(Path("/").glob(".*staging-*"))
 
@@ -193,7 +197,12 @@ def test_export_notebook_dockerfile_defines_a_jupyter_image_with_the_pinned_pipe
 
 @pytest.mark.parametrize(
     ("requires_python", "tag"),
-    [([">=3.13"], "python-3.13"), ([">=3.11"], "python-3.11"), ([None], "python-3.11"), ([">=3.12", ">3.12"], "python-3.12")],
+    [
+        ([">=3.13"], "python-3.13"),
+        ([">=3.11"], "python-3.11"),
+        ([None], "python-3.11"),
+        ([">=3.12", ">3.12"], "python-3.12"),
+    ],
 )
 def test_dockerfile_base_image_carries_the_python_the_pipeline_requires(requires_python, tag):
     # The DKIST pipelines require Python >= 3.13: a 3.11 image could not install them.

@@ -115,14 +115,18 @@ def test_export_dags_into_a_folder_with_a_user_file(cli):
         str(target / "l0_to_l1_example_dev.py"),
         str(target / "My_Workflow_dev.py"),
     ]
-    assert "export-dags: [1/2] l0_to_l1_example_dev: l0_to_l1_example_dev.py" in written.stderr_lines
+    assert (
+        "export-dags: [1/2] l0_to_l1_example_dev: l0_to_l1_example_dev.py" in written.stderr_lines
+    )
     assert written.stderr_lines[-1] == f"dkist-processing-core: wrote 2 DAG file(s) to {target}"
 
 
 def test_export_dags_refuses_the_filesystem_root(cli):
     refused = cli("export-dags", EXAMPLE_PACKAGE, "/")
     assert refused.returncode == 1
-    assert refused.stderr_lines[-1].startswith("dkist-processing-core: error: refusing to export into /: it is a filesystem root")
+    assert refused.stderr_lines[-1].startswith(
+        "dkist-processing-core: error: refusing to export into /: it is a filesystem root"
+    )
 
 
 def test_export_dags_of_a_broken_package_writes_nothing(cli):
@@ -236,9 +240,18 @@ def test_config_error_is_one_line(cli):
             "is not a Docker image reference",
         ),
         (["isb", "flush", "--timeout", "0"], "must be a number of seconds > 0"),
-        (["isb", "flush", "--timeout", "inf"], "--timeout: must be a number of seconds > 0 and <= 3600"),
-        (["isb", "flush", "--timeout", "nan"], "--timeout: must be a number of seconds > 0 and <= 3600"),
-        (["isb", "flush", "--timeout", "1e10"], "--timeout: must be a number of seconds > 0 and <= 3600"),
+        (
+            ["isb", "flush", "--timeout", "inf"],
+            "--timeout: must be a number of seconds > 0 and <= 3600",
+        ),
+        (
+            ["isb", "flush", "--timeout", "nan"],
+            "--timeout: must be a number of seconds > 0 and <= 3600",
+        ),
+        (
+            ["isb", "flush", "--timeout", "1e10"],
+            "--timeout: must be a number of seconds > 0 and <= 3600",
+        ),
     ],
 )
 def test_usage_errors_exit_2_with_one_line(cli, args, expected):

@@ -20,7 +20,9 @@ from helpers.release import run
 
 pytestmark = pytest.mark.clients
 
-MESSAGE = "dkist-processing-core 7.5.0 (the previous single-distribution product) and the split core"
+MESSAGE = (
+    "dkist-processing-core 7.5.0 (the previous single-distribution product) and the split core"
+)
 
 
 def _venv(folder: Path, *installs: list[str]) -> Path:
@@ -28,7 +30,16 @@ def _venv(folder: Path, *installs: list[str]) -> Path:
     assert result.returncode == 0, result.stderr
     python = folder / "bin" / "python"
     for arguments in (["-r", str(PINS)], *installs):
-        base = [uv_binary(), "pip", "install", "--quiet", "--python", python, "--no-deps", *arguments]
+        base = [
+            uv_binary(),
+            "pip",
+            "install",
+            "--quiet",
+            "--python",
+            python,
+            "--no-deps",
+            *arguments,
+        ]
         result = run([*base, "--offline"])
         if result.returncode != 0:
             result = run(base)
@@ -41,21 +52,31 @@ def _members(core_wheels: list[Path]) -> list[str]:
     return [str(wheel) for wheel in core_wheels if wheel.name.startswith("dkist_processing_core_")]
 
 
-def test_split_core_installed_over_7_5_0_refuses_to_import(tmp_path: Path, core_wheels: list[Path]) -> None:
+def test_split_core_installed_over_7_5_0_refuses_to_import(
+    tmp_path: Path, core_wheels: list[Path]
+) -> None:
     python = _venv(tmp_path / "venv", [OLD_CORE], _members(core_wheels))
     result = run([python, "-c", "import dkist_processing_core"], env=client_env())
     assert result.returncode == 1
     assert MESSAGE in result.stderr.strip().splitlines()[-1], result.stderr[-3000:]
 
 
-def test_meta_distribution_8_replaces_7_5_0_cleanly(tmp_path: Path, core_wheels: list[Path]) -> None:
+def test_meta_distribution_8_replaces_7_5_0_cleanly(
+    tmp_path: Path, core_wheels: list[Path]
+) -> None:
     # Same distribution name: the installer removes 7.5.0 before it installs 8.x and its parts.
     python = _venv(tmp_path / "venv", [OLD_CORE], [*map(str, core_wheels)])
     result = run(
-        [python, "-c", "import dkist_processing_core, dkist_processing_common.config; print(dkist_processing_core._DKIST_SPLIT_CORE)"],
+        [
+            python,
+            "-c",
+            "import dkist_processing_core, dkist_processing_common.config; print(dkist_processing_core._DKIST_SPLIT_CORE)",
+        ],
         env=client_env(),
     )
-    assert (result.returncode, result.stdout.strip().splitlines()[-1:]) == (0, ["True"]), result.stderr[-3000:]
+    assert (result.returncode, result.stdout.strip().splitlines()[-1:]) == (0, ["True"]), (
+        result.stderr[-3000:]
+    )
 
 
 def test_7_5_0_installed_over_the_split_core_is_refused_by_our_entry_points(
@@ -66,9 +87,17 @@ def test_7_5_0_installed_over_the_split_core_is_refused_by_our_entry_points(
     python = _venv(tmp_path / "venv", _members(core_wheels), ["--reinstall", OLD_CORE])
     env = client_env(RECIPE_RUN_ID="1")
     worker = run(
-        [python, "-m", "dkist_processing_core.run_task", "--module=dkist_processing_test.tasks",
-         "--task=NoOpTask", "--workflow-name=W", "--workflow-version=1"],
-        env=env, cwd=tmp_path,
+        [
+            python,
+            "-m",
+            "dkist_processing_core.run_task",
+            "--module=dkist_processing_test.tasks",
+            "--task=NoOpTask",
+            "--workflow-name=W",
+            "--workflow-version=1",
+        ],
+        env=env,
+        cwd=tmp_path,
     )
     assert worker.returncode == 2, worker.stderr[-3000:]
     assert MESSAGE in worker.stderr

@@ -114,7 +114,9 @@ class _TraceService(trace_service_pb2_grpc.TraceServiceServicer):
                             attributes=_attributes(span.attributes),
                             status=_STATUS_NAMES.get(span.status.code, str(span.status.code)),
                             status_message=span.status.message,
-                            events=[(event.name, _attributes(event.attributes)) for event in span.events],
+                            events=[
+                                (event.name, _attributes(event.attributes)) for event in span.events
+                            ],
                             resource=resource,
                             scope=scope_spans.scope.name,
                         )
@@ -149,7 +151,9 @@ class _MetricsService(metrics_service_pb2_grpc.MetricsServiceServicer):
                             value = getattr(point, number) if number else None
                             count = None
                         else:
-                            value = point.sum if kind == "summary" or point.HasField("sum") else None
+                            value = (
+                                point.sum if kind == "summary" or point.HasField("sum") else None
+                            )
                             count = point.count
                         received.append(
                             ReceivedMetricPoint(
@@ -251,7 +255,9 @@ class OtlpReceiver:
 
     # -- waiting -----------------------------------------------------------------------------------
 
-    def wait_for(self, predicate: Callable[[], bool], timeout: float = 30.0, what: str = "condition") -> None:
+    def wait_for(
+        self, predicate: Callable[[], bool], timeout: float = 30.0, what: str = "condition"
+    ) -> None:
         """Wait until ``predicate()`` is true (checked after every export); AssertionError after ``timeout``."""
         deadline = time.monotonic() + timeout
         with self._store.condition:
@@ -272,7 +278,11 @@ class OtlpReceiver:
 
     def wait_for_metric(self, name: str, timeout: float = 30.0) -> list[ReceivedMetricPoint]:
         """Wait until a data point of metric ``name`` arrived and return the points of that metric."""
-        self.wait_for(lambda: any(point.name == name for point in self._store.points), timeout, f"metric {name!r}")
+        self.wait_for(
+            lambda: any(point.name == name for point in self._store.points),
+            timeout,
+            f"metric {name!r}",
+        )
         return self.metric_points(name)
 
 

@@ -78,7 +78,9 @@ def isb_target(names: IsbNames, outbox_dir: Path, **overrides: Any) -> Any:
         "routing_key": names.routing_key,
         "outbox_dir": outbox_dir,
         "publish_timeout": 3.0,
-        "retry": RetryConfig(retry_delay=0.05, retry_backoff=2.0, retry_jitter=(0.0, 0.05), retry_max_delay=0.5),
+        "retry": RetryConfig(
+            retry_delay=0.05, retry_backoff=2.0, retry_jitter=(0.0, 0.05), retry_max_delay=0.5
+        ),
     }
     values.update(overrides)
     return IsbTarget(**values)

@@ -126,7 +126,17 @@ def download_dependencies(wheels: list[Path], wheelhouse: Path) -> None:
     two versions of a distribution, so pass one wheel per distribution.
     """
     result = run(
-        [sys.executable, "-m", "pip", "download", "--quiet", "--only-binary=:all:", "--dest", wheelhouse, *wheels]
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "download",
+            "--quiet",
+            "--only-binary=:all:",
+            "--dest",
+            wheelhouse,
+            *wheels,
+        ]
     )
     assert result.returncode == 0, (
         "pip download of the dependencies for the offline wheelhouse failed "

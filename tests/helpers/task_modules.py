@@ -15,11 +15,32 @@ import textwrap
 import uuid
 from pathlib import Path
 
-__all__ = ["clean_environment", "run_python", "run_task_process", "unique_module_name", "write_module"]
+__all__ = [
+    "clean_environment",
+    "run_python",
+    "run_task_process",
+    "unique_module_name",
+    "write_module",
+]
 
 # Variables that steer dkist-processing-core; a test process starts without any of them.
-_PREFIXES = ("OTEL_", "DKIST_", "NOMAD_", "ISB_", "LOGURU_", "MESH_", "RETRY_", "PIP_", "SYSTEM_METRIC_")
-_NAMES = {"BUILD_VERSION", "MAX_FILE_DESCRIPTORS", "IS_NOTEBOOK_EXECUTION_ENVIRONMENT", "RECIPE_RUN_ID"}
+_PREFIXES = (
+    "OTEL_",
+    "DKIST_",
+    "NOMAD_",
+    "ISB_",
+    "LOGURU_",
+    "MESH_",
+    "RETRY_",
+    "PIP_",
+    "SYSTEM_METRIC_",
+)
+_NAMES = {
+    "BUILD_VERSION",
+    "MAX_FILE_DESCRIPTORS",
+    "IS_NOTEBOOK_EXECUTION_ENVIRONMENT",
+    "RECIPE_RUN_ID",
+}
 
 
 def unique_module_name(prefix: str = "tasks") -> str:
@@ -47,7 +68,12 @@ def clean_environment(*python_paths: Path, **variables: str) -> dict[str, str]:
 
 
 def run_python(
-    code: str, env: dict[str, str], *, cwd: Path | None = None, timeout: float = 120, python: str | None = None
+    code: str,
+    env: dict[str, str],
+    *,
+    cwd: Path | None = None,
+    timeout: float = 120,
+    python: str | None = None,
 ) -> subprocess.CompletedProcess[str]:
     """Run ``code`` (dedented) with ``python -c`` and return the finished process."""
     return subprocess.run(
@@ -79,4 +105,6 @@ def run_task_process(
         "--workflow-name", workflow_name, "--workflow-version", workflow_version,
         *extra_args,
     ]  # fmt: skip
-    return subprocess.run(command, env=env, cwd=cwd, capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(
+        command, env=env, cwd=cwd, capture_output=True, text=True, timeout=timeout
+    )

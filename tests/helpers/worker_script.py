@@ -59,7 +59,9 @@ def worker_path(folder: Path, installer: str) -> str:
     system = ["/usr/bin", "/bin"]
     if installer == "pip":
         found = [entry for entry in system if (Path(entry) / "uv").exists()]
-        assert not found, f"uv is installed in {found}: a worker without uv cannot be simulated here"
+        assert not found, (
+            f"uv is installed in {found}: a worker without uv cannot be simulated here"
+        )
     return os.pathsep.join([str(folder), *system])
 
 

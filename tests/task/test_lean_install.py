@@ -23,37 +23,71 @@ from helpers.task_modules import write_module
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 LEAN_PROJECTS = ("core-telemetry", "core-task")
-ABSENT_DISTRIBUTIONS = ("apache-airflow", "nbformat", "nbconvert", "nbclient", "jupyter", "ipykernel", "dkist-processing-core-workflow")
+ABSENT_DISTRIBUTIONS = (
+    "apache-airflow",
+    "nbformat",
+    "nbconvert",
+    "nbclient",
+    "jupyter",
+    "ipykernel",
+    "dkist-processing-core-workflow",
+)
 
 
 def _run(command: list[str], **kwargs) -> subprocess.CompletedProcess[str]:
     result = subprocess.run(command, capture_output=True, text=True, timeout=900, **kwargs)
-    assert result.returncode == 0, f"{' '.join(command)} failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
+    assert result.returncode == 0, (
+        f"{' '.join(command)} failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
+    )
     return result
 
 
 def _build_lean_worker(base: Path) -> None:
     wheels = base / "wheels"
     for project in LEAN_PROJECTS:
-        _run([sys.executable, "-m", "build", "--wheel", "--no-isolation", "--outdir", str(wheels), str(REPO_ROOT / "packages" / project)])
+        _run(
+            [
+                sys.executable,
+                "-m",
+                "build",
+                "--wheel",
+                "--no-isolation",
+                "--outdir",
+                str(wheels),
+                str(REPO_ROOT / "packages" / project),
+            ]
+        )
     environment = base / "venv"
     venv.EnvBuilder(with_pip=True, clear=True).create(environment)
     # Dependencies come from the package index pip is configured with (as on a real worker).
     python = environment / "bin" / "python"
-    _run([str(python), "-m", "pip", "install", "--disable-pip-version-check", *map(str, sorted(wheels.glob("*.whl")))])
+    _run(
+        [
+            str(python),
+            "-m",
+            "pip",
+            "install",
+            "--disable-pip-version-check",
+            *map(str, sorted(wheels.glob("*.whl"))),
+        ]
+    )
 
 
 @pytest.fixture(scope="session")
 def lean_worker(tmp_path_factory) -> dict[str, Path]:
     # Built once per session: pytest-xdist workers share the parent of their base temp folders.
     basetemp = tmp_path_factory.getbasetemp()
-    shared = (basetemp.parent if os.environ.get("PYTEST_XDIST_WORKER") else basetemp) / "lean-worker"
+    shared = (
+        basetemp.parent if os.environ.get("PYTEST_XDIST_WORKER") else basetemp
+    ) / "lean-worker"
     base = build_once(shared, "lean", _build_lean_worker)
     return {"wheels": base / "wheels", "python": base / "venv" / "bin" / "python", "base": base}
 
 
 def _installed(python: Path) -> dict[str, str]:
-    result = _run([str(python), "-m", "pip", "list", "--format", "json", "--disable-pip-version-check"])
+    result = _run(
+        [str(python), "-m", "pip", "list", "--format", "json", "--disable-pip-version-check"]
+    )
     return {item["name"].lower(): item["version"] for item in json.loads(result.stdout)}
 
 
@@ -62,11 +96,20 @@ def test_wheels_hold_only_their_own_modules(lean_worker):
     for wheel in lean_worker["wheels"].glob("*.whl"):
         with zipfile.ZipFile(wheel) as archive:
             contents[wheel.name.split("-")[0]] = {
-                name.removeprefix("dkist_processing_core/") for name in archive.namelist() if name.startswith("dkist_processing_core/")
+                name.removeprefix("dkist_processing_core/")
+                for name in archive.namelist()
+                if name.startswith("dkist_processing_core/")
             }
     task_files = contents["dkist_processing_core_task"]
     telemetry_files = contents["dkist_processing_core_telemetry"]
-    assert {"__init__.py", "task.py", "run_task.py", "naming.py", "resource_queue.py", "notebook_utils.py"} <= task_files
+    assert {
+        "__init__.py",
+        "task.py",
+        "run_task.py",
+        "naming.py",
+        "resource_queue.py",
+        "notebook_utils.py",
+    } <= task_files
     assert {"config.py", "telemetry.py", "logging.py"} <= telemetry_files
     assert "__init__.py" not in telemetry_files
     assert not task_files & telemetry_files
@@ -75,7 +118,9 @@ def test_wheels_hold_only_their_own_modules(lean_worker):
 def test_lean_venv_has_no_airflow_nbformat_or_jupyter(lean_worker):
     installed = _installed(lean_worker["python"])
     assert {"dkist-processing-core-task", "dkist-processing-core-telemetry"} <= set(installed)
-    unexpected = [name for name in installed if name in ABSENT_DISTRIBUTIONS or name.startswith("jupyter")]
+    unexpected = [
+        name for name in installed if name in ABSENT_DISTRIBUTIONS or name.startswith("jupyter")
+    ]
     assert unexpected == []
 
 
@@ -94,7 +139,9 @@ def test_lean_venv_runs_a_task(lean_worker, tmp_path):
         """,
     )
     env = clean_environment(tmp_path, RECIPE_RUN_ID="314")
-    result = run_task_process("lean_pipeline", "CalibrateFrames", env, python=str(lean_worker["python"]), cwd=tmp_path)
+    result = run_task_process(
+        "lean_pipeline", "CalibrateFrames", env, python=str(lean_worker["python"]), cwd=tmp_path
+    )
     assert result.returncode == 0, result.stderr
     assert "calibrated recipe run 314; heavy modules: []" in result.stdout
     assert "Test_Workflow.CalibrateFrames complete" in result.stderr

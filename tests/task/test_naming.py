@@ -19,7 +19,10 @@ def test_seed_form():
 def test_data_form_with_and_without_detail():
     assert workflow_name("l0", "l1", "visp") == "l0_to_l1_visp"
     assert workflow_name("l0", "l1", "visp", "polcal") == "l0_to_l1_visp_polcal"
-    assert workflow_name(input_data="l0", output_data="l1", category="visp", detail=None) == "l0_to_l1_visp"
+    assert (
+        workflow_name(input_data="l0", output_data="l1", category="visp", detail=None)
+        == "l0_to_l1_visp"
+    )
 
 
 def test_the_two_forms_cannot_be_mixed():
@@ -37,7 +40,7 @@ def test_dag_name_is_name_and_version():
     [
         ("bad name", "has the character ' ' at position 3"),
         ("semi;colon", "has the character ';' at position 4"),
-        ("quote'", "has the character \"'\" at position 5"),
+        ("quote'", 'has the character "\'" at position 5'),
         ("ünicode", "has the character 'ü' at position 0"),
         ("", "must not be empty"),
     ],
@@ -56,7 +59,10 @@ def test_non_text_is_refused():
 
 def test_workflow_name_length_limit():
     part = "a" * (MAX_WORKFLOW_NAME_LENGTH // 2)
-    assert len(workflow_name(process_category=part, process_name=part[:-2])) == MAX_WORKFLOW_NAME_LENGTH - 1
+    assert (
+        len(workflow_name(process_category=part, process_name=part[:-2]))
+        == MAX_WORKFLOW_NAME_LENGTH - 1
+    )
     with pytest.raises(NamingError, match=f"the limit is {MAX_WORKFLOW_NAME_LENGTH}"):
         workflow_name(process_category=part, process_name=part)
 
@@ -81,7 +87,9 @@ def test_any_allowed_parts_make_a_valid_dag_name(category, name):
 
 @given(text=st.text(min_size=1, max_size=30))
 def test_validation_accepts_exactly_the_allowed_alphabet(text):
-    allowed = all(character.isascii() and (character.isalnum() or character in "._-") for character in text)
+    allowed = all(
+        character.isascii() and (character.isalnum() or character in "._-") for character in text
+    )
     if allowed:
         assert validate_name_part(text, "part") == text
     else:

@@ -35,7 +35,9 @@ def test_export_returns_the_notebook_as_markdown_bytes(tmp_path):
     assert text.startswith("# Manual processing of recipe run 42")
     assert "print('hello')" in text
     assert "calibrated 12 frames" in text
-    assert sorted(path.name for path in tmp_path.iterdir()) == ["l0_to_l1_visp.ipynb"]  # nothing written
+    assert sorted(path.name for path in tmp_path.iterdir()) == [
+        "l0_to_l1_visp.ipynb"
+    ]  # nothing written
 
 
 def test_export_of_a_missing_notebook_names_it(tmp_path):
@@ -65,7 +67,9 @@ def test_wait_with_a_random_sentinel_times_out_naming_the_file(tmp_path, capsys)
     path = tmp_path / "run.ipynb"
     _write_notebook(path)
     began = time.monotonic()
-    with pytest.raises(TimeoutError, match=r"Notebook did not save updated outputs in time: '.*run.ipynb'"):
+    with pytest.raises(
+        TimeoutError, match=r"Notebook did not save updated outputs in time: '.*run.ipynb'"
+    ):
         wait_for_notebook_save(path, attempts=3, delay_s=0.1)
     assert 0.15 < time.monotonic() - began  # 3 attempts, 2 pauses
     printed = capsys.readouterr().out

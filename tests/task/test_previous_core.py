@@ -28,8 +28,20 @@ def _wheels(folder: Path) -> None:
     for project in ("core-telemetry", "core-task"):
         build_wheel(REPO_ROOT / "packages" / project, folder)
     result = run(
-        [sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "--python-version", "3.13",
-         "--only-binary=:all:", "--dest", folder, PREVIOUS]
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "download",
+            "--quiet",
+            "--no-deps",
+            "--python-version",
+            "3.13",
+            "--only-binary=:all:",
+            "--dest",
+            folder,
+            PREVIOUS,
+        ]
     )
     assert result.returncode == 0, (
         f"pip download {PREVIOUS} needs this machine's package index:\n{result.stdout}{result.stderr}"
@@ -50,33 +62,59 @@ def _venv_with(tmp_path: Path, *wheel_groups: list[Path]) -> Path:
     for wheels in wheel_groups:
         # 7.5.0 says Requires-Python >= 3.13; only its files matter here, never its code.
         result = run(
-            [sys.executable, "-m", "pip", "--python", python, "install", "--quiet", "--no-deps",
-             "--ignore-requires-python", "--disable-pip-version-check", *wheels]
+            [
+                sys.executable,
+                "-m",
+                "pip",
+                "--python",
+                python,
+                "install",
+                "--quiet",
+                "--no-deps",
+                "--ignore-requires-python",
+                "--disable-pip-version-check",
+                *wheels,
+            ]
         )
         assert result.returncode == 0, result.stderr
     return python
 
 
-def test_split_core_installed_over_the_previous_product_refuses_to_import(conflict_wheels, tmp_path):
+def test_split_core_installed_over_the_previous_product_refuses_to_import(
+    conflict_wheels, tmp_path
+):
     previous = sorted(conflict_wheels.glob("dkist_processing_core-7.5.0-*.whl"))
     ours = sorted(conflict_wheels.glob("dkist_processing_core_t*.whl"))
     assert previous and len(ours) == 2
     python = _venv_with(tmp_path, previous, ours)
     result = subprocess.run(
-        [str(python), "-c", "import dkist_processing_core"], capture_output=True, text=True, timeout=120
+        [str(python), "-c", "import dkist_processing_core"],
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert result.returncode == 1
     message = result.stderr.strip().splitlines()[-1]
-    assert message.startswith("ImportError: dkist-processing-core 7.5.0 (the previous single-distribution product)")
-    assert "dkist-processing-core-task" in message and "pip uninstall dkist-processing-core" in message
+    assert message.startswith(
+        "ImportError: dkist-processing-core 7.5.0 (the previous single-distribution product)"
+    )
+    assert (
+        "dkist-processing-core-task" in message and "pip uninstall dkist-processing-core" in message
+    )
     assert "docs/migration.md" in message
 
 
 def test_split_core_alone_imports(conflict_wheels, tmp_path):
     python = _venv_with(tmp_path, sorted(conflict_wheels.glob("dkist_processing_core_t*.whl")))
     result = subprocess.run(
-        [str(python), "-c", "import dkist_processing_core; print(dkist_processing_core._DKIST_SPLIT_CORE)"],
-        capture_output=True, text=True, timeout=120,
+        [
+            str(python),
+            "-c",
+            "import dkist_processing_core; print(dkist_processing_core._DKIST_SPLIT_CORE)",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert (result.returncode, result.stdout.strip()) == (0, "True"), result.stderr
 
@@ -90,13 +128,23 @@ def test_entry_points_refuse_a_package_init_that_is_not_ours(monkeypatch, tmp_pa
     foreign = types.ModuleType("dkist_processing_core")
     foreign.__path__ = [str(package)]  # type: ignore[attr-defined]
     monkeypatch.setitem(sys.modules, "dkist_processing_core", foreign)
-    with pytest.raises(ImportError, match=r"dkist-processing-core 7.5.0 \(the previous single-distribution product\)"):
+    with pytest.raises(
+        ImportError,
+        match=r"dkist-processing-core 7.5.0 \(the previous single-distribution product\)",
+    ):
         _ownership.check_package_is_ours()
     monkeypatch.setattr(foreign, "_DKIST_SPLIT_CORE", True, raising=False)
     _ownership.check_package_is_ours()
 
 
-@pytest.mark.parametrize("name", ["dkist_processing_core-8.0.0.dist-info", "dkist_processing_core_task-1.0.0.dist-info", "dkist_processing_core-7.5.0.egg-info"])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "dkist_processing_core-8.0.0.dist-info",
+        "dkist_processing_core_task-1.0.0.dist-info",
+        "dkist_processing_core-7.5.0.egg-info",
+    ],
+)
 def test_only_a_previous_product_dist_info_counts(tmp_path, name):
     (tmp_path / name).mkdir()
     assert _ownership.previous_core_next_to([str(tmp_path / "dkist_processing_core")]) is None

@@ -11,7 +11,15 @@ from helpers.task_modules import clean_environment
 from helpers.task_modules import run_python
 
 # Must never be loaded by importing the task runtime on a worker.
-FORBIDDEN = ("airflow", "nbformat", "nbconvert", "jupyter", "grpc", "pika", "opentelemetry.exporter")
+FORBIDDEN = (
+    "airflow",
+    "nbformat",
+    "nbconvert",
+    "jupyter",
+    "grpc",
+    "pika",
+    "opentelemetry.exporter",
+)
 
 MODULES_AFTER = """
 import json, sys
@@ -27,7 +35,11 @@ def _modules_after(statement: str, env: dict[str, str] | None = None) -> list[st
 
 
 def _loaded(modules: list[str], prefixes: tuple[str, ...]) -> list[str]:
-    return [name for name in modules if name in prefixes or name.startswith(tuple(f"{p}." for p in prefixes))]
+    return [
+        name
+        for name in modules
+        if name in prefixes or name.startswith(tuple(f"{p}." for p in prefixes))
+    ]
 
 
 @pytest.mark.parametrize(
@@ -46,7 +58,13 @@ def test_importing_the_task_runtime_loads_nothing_heavy(statement):
 
 def test_importing_taskbase_defers_config_logging_and_opentelemetry():
     # Stronger than the contract above: all of these load when the first task is constructed.
-    assert _loaded(_modules_after("from dkist_processing_core import TaskBase"), ("pydantic", "loguru", "opentelemetry")) == []
+    assert (
+        _loaded(
+            _modules_after("from dkist_processing_core import TaskBase"),
+            ("pydantic", "loguru", "opentelemetry"),
+        )
+        == []
+    )
 
 
 def test_constructing_and_running_a_task_without_endpoint_loads_nothing_heavy():
@@ -79,14 +97,18 @@ def test_public_names_load_on_first_access():
         clean_environment(),
     )
     assert result.returncode == 0, result.stderr
-    assert result.stdout.strip() == "['Node', 'ResourceQueue', 'TaskBase', 'Workflow', '__version__']"
+    assert (
+        result.stdout.strip() == "['Node', 'ResourceQueue', 'TaskBase', 'Workflow', '__version__']"
+    )
 
 
 def test_version_is_the_task_distribution_version():
     from dkist_processing_core._version_task import __version__
 
     assert dkist_processing_core.__version__ == __version__
-    assert dkist_processing_core.__version__ == importlib.metadata.version("dkist-processing-core-task")
+    assert dkist_processing_core.__version__ == importlib.metadata.version(
+        "dkist-processing-core-task"
+    )
 
 
 def test_unknown_name_is_an_attribute_error():
@@ -110,7 +132,9 @@ sys.meta_path.insert(0, HideWorkflowDistribution())
 
 @pytest.mark.parametrize("name", ["Workflow", "Node"])
 def test_workflow_names_without_the_workflow_distribution(name):
-    code = HIDE_WORKFLOW + f"""
+    code = (
+        HIDE_WORKFLOW
+        + f"""
 from dkist_processing_core import TaskBase, ResourceQueue  # still fine on a lean worker
 try:
     from dkist_processing_core import {name}
@@ -119,6 +143,7 @@ except ImportError as error:
 else:
     raise SystemExit("imported {name} although its distribution is hidden")
 """
+    )
     result = run_python(code, clean_environment())
     assert result.returncode == 0, result.stderr
     assert "dkist-processing-core-workflow" in result.stdout

@@ -7,7 +7,12 @@ from dkist_processing_core import ResourceQueue
 
 
 def test_queues_are_the_four_known_ones():
-    assert [queue.value for queue in ResourceQueue] == ["default", "high_memory", "multi_core", "gpu"]
+    assert [queue.value for queue in ResourceQueue] == [
+        "default",
+        "high_memory",
+        "multi_core",
+        "gpu",
+    ]
 
 
 @pytest.mark.parametrize(

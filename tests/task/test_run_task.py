@@ -69,7 +69,13 @@ def worker(tmp_path):
 
 def test_success_exits_0(worker):
     module, env, _, run_marker = worker
-    result = run_task_process(module, "Writes", {**env, "RECIPE_RUN_ID": "17"}, workflow_name="W_x", workflow_version="3.1")
+    result = run_task_process(
+        module,
+        "Writes",
+        {**env, "RECIPE_RUN_ID": "17"},
+        workflow_name="W_x",
+        workflow_version="3.1",
+    )
     assert result.returncode == 0, result.stderr
     assert run_marker.read_text() == "17 W_x 3.1"
     assert "W_x.Writes complete" in result.stderr
@@ -87,12 +93,16 @@ def test_task_failure_exits_1_with_the_error_and_no_rollback(worker):
 
 def test_recipe_run_id_option_overrides_the_environment(worker):
     module, env, _, run_marker = worker
-    result = run_task_process(module, "Writes", {**env, "RECIPE_RUN_ID": "17"}, extra_args=("--recipe-run-id", "18"))
+    result = run_task_process(
+        module, "Writes", {**env, "RECIPE_RUN_ID": "17"}, extra_args=("--recipe-run-id", "18")
+    )
     assert result.returncode == 0, result.stderr
     assert run_marker.read_text().startswith("18 ")
 
 
-@pytest.mark.parametrize("raw", ["1; rm -rf /", "1; touch INJECTED", "$(touch INJECTED)", "-3", "abc", "", "1.5", "True"])
+@pytest.mark.parametrize(
+    "raw", ["1; rm -rf /", "1; touch INJECTED", "$(touch INJECTED)", "-3", "abc", "", "1.5", "True"]
+)
 def test_bad_recipe_run_id_exits_2_before_pipeline_code_is_imported(worker, tmp_path, raw):
     module, env, import_marker, run_marker = worker
     result = run_task_process(module, "Writes", {**env, "RECIPE_RUN_ID": raw}, cwd=tmp_path)
@@ -113,7 +123,9 @@ def test_missing_recipe_run_id_exits_2(worker):
 
 def test_invalid_configuration_exits_2_naming_the_variable(worker):
     module, env, import_marker, _ = worker
-    result = run_task_process(module, "Writes", {**env, "RECIPE_RUN_ID": "1", "MAX_FILE_DESCRIPTORS": "lots"})
+    result = run_task_process(
+        module, "Writes", {**env, "RECIPE_RUN_ID": "1", "MAX_FILE_DESCRIPTORS": "lots"}
+    )
     assert result.returncode == 2
     assert "MAX_FILE_DESCRIPTORS" in result.stderr
     assert not import_marker.exists()
@@ -137,12 +149,16 @@ def test_unknown_or_broken_task_exits_2(worker, module_suffix, task, message):
     assert not run_marker.exists()
 
 
-@pytest.mark.parametrize(("raw", "expected"), [("0", 0), (" 42 ", 42), (7, 7), ("000123", 123), (3.0, 3)])
+@pytest.mark.parametrize(
+    ("raw", "expected"), [("0", 0), (" 42 ", 42), (7, 7), ("000123", 123), (3.0, 3)]
+)
 def test_parse_recipe_run_id_accepts(raw, expected):
     assert parse_recipe_run_id(raw) == expected
 
 
-@pytest.mark.parametrize("raw", [True, -1, "-1", "0x10", "1e3", None, 3.5, "1; rm -rf /", 2**63, str(2**63)])
+@pytest.mark.parametrize(
+    "raw", [True, -1, "-1", "0x10", "1e3", None, 3.5, "1; rm -rf /", 2**63, str(2**63)]
+)
 def test_parse_recipe_run_id_refuses(raw):
     with pytest.raises(InvocationError, match="non-negative integer"):
         parse_recipe_run_id(raw)

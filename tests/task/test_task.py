@@ -146,7 +146,11 @@ def test_subclass_telemetry_helpers(task_env, in_memory_telemetry):
     task()
     span = in_memory_telemetry.span("Calibrate frames")
     assert span.parent.span_id == in_memory_telemetry.span("Run").context.span_id
-    assert dict(span.attributes) == {**task.base_telemetry_attributes, "frames": 12, "detector": "camera-1"}
+    assert dict(span.attributes) == {
+        **task.base_telemetry_attributes,
+        "frames": 12,
+        "detector": "camera-1",
+    }
     assert task.meter.name == "dkist"
     assert task.format_metric_name("frames.calibrated") == "dkist.processing.frames.calibrated"
     (point,) = in_memory_telemetry.metric_points("dkist.processing.frames.calibrated")
@@ -313,7 +317,7 @@ def test_rollback_is_not_called_by_the_worker_entry_point(rollback_module):
 
 def test_manual_rollback_runs_the_override(rollback_module):
     module, log = rollback_module
-    task_class = getattr(__import__(module), "Fails")
+    task_class = __import__(module).Fails
     with task_class(recipe_run_id=1, workflow_name="W", workflow_version="1") as task:
         with pytest.raises(ValueError, match="bad frame"):
             task()
@@ -332,8 +336,15 @@ def test_class_attributes_and_names(task_env):
     task = _task()
     assert (TaskBase.retries, TaskBase.retry_delay_seconds) == (0, 60)
     assert task.task_name == "Recorder"
-    assert (task.recipe_run_id, task.workflow_name, task.workflow_version) == (7, "Test_Workflow", "2.0.1")
-    assert repr(task) == "Recorder(recipe_run_id=7, workflow_name='Test_Workflow', workflow_version='2.0.1')"
+    assert (task.recipe_run_id, task.workflow_name, task.workflow_version) == (
+        7,
+        "Test_Workflow",
+        "2.0.1",
+    )
+    assert (
+        repr(task)
+        == "Recorder(recipe_run_id=7, workflow_name='Test_Workflow', workflow_version='2.0.1')"
+    )
 
 
 def test_run_is_abstract(task_env):
@@ -348,7 +359,9 @@ def test_run_is_abstract(task_env):
     ("recipe_run_id", "expected"),
     [(0, 0), (1, 1), (2**40, 2**40), ("42", 42), (" 42 ", 42), (42.0, 42), (2**63 - 1, 2**63 - 1)],
 )
-def test_recipe_run_id_is_int_of_the_value_as_in_the_previous_product(task_env, recipe_run_id, expected):
+def test_recipe_run_id_is_int_of_the_value_as_in_the_previous_product(
+    task_env, recipe_run_id, expected
+):
     task = _task(recipe_run_id=recipe_run_id)
     assert task.recipe_run_id == expected
     assert type(task.recipe_run_id) is int
@@ -401,7 +414,9 @@ print(json.dumps(resource.getrlimit(resource.RLIMIT_NOFILE)))
 
 
 def _rlimit_probe(max_file_descriptors: str, lower_hard_to: int, lower_soft_to: int):
-    code = RLIMIT_PROBE.replace("LOWER_HARD_TO", repr(lower_hard_to)).replace("LOWER_SOFT_TO", repr(lower_soft_to))
+    code = RLIMIT_PROBE.replace("LOWER_HARD_TO", repr(lower_hard_to)).replace(
+        "LOWER_SOFT_TO", repr(lower_soft_to)
+    )
     result = run_python(code, clean_environment(MAX_FILE_DESCRIPTORS=max_file_descriptors))
     assert result.returncode == 0, result.stderr
     return json.loads(result.stdout), result.stderr
@@ -417,7 +432,12 @@ def test_file_descriptor_limit_is_never_lowered():
     # The previous product never lowered it; instrument tasks open many FITS files.
     (soft, hard), log = _rlimit_probe("1024", lower_hard_to=4096, lower_soft_to=3000)
     assert (soft, hard) == (3000, 4096)
-    assert log.count("soft limit of open files kept at 3000 (MAX_FILE_DESCRIPTORS=1024, hard limit 4096)") == 1
+    assert (
+        log.count(
+            "soft limit of open files kept at 3000 (MAX_FILE_DESCRIPTORS=1024, hard limit 4096)"
+        )
+        == 1
+    )
 
 
 def test_file_descriptor_limit_never_exceeds_the_hard_limit():

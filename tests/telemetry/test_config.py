@@ -27,7 +27,9 @@ VALID = {
     "RETRY_CONFIG": (
         '{"retry_delay": 0.5, "retry_backoff": 3, "retry_jitter": [0, 2], "retry_max_delay": 10, "retry_tries": 4}',
         "retry_config",
-        RetryConfig(retry_delay=0.5, retry_backoff=3, retry_jitter=(0, 2), retry_max_delay=10, retry_tries=4),
+        RetryConfig(
+            retry_delay=0.5, retry_backoff=3, retry_jitter=(0, 2), retry_max_delay=10, retry_tries=4
+        ),
     ),
     "OTEL_SERVICE_NAME": ("dkist-processing-visp", "otel_service_name", "dkist-processing-visp"),
     "DKIST_SERVICE_VERSION": ("2.1.0", "dkist_service_version", "2.1.0"),
@@ -36,7 +38,11 @@ VALID = {
     "NOMAD_GROUP_NAME": ("worker", "nomad_group_name", "worker"),
     "OTEL_EXPORTER_OTLP_TRACES_INSECURE": ("false", "otel_exporter_otlp_traces_insecure", False),
     "OTEL_EXPORTER_OTLP_METRICS_INSECURE": ("0", "otel_exporter_otlp_metrics_insecure", False),
-    "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": ("collector:4317", "otel_exporter_otlp_traces_endpoint", "collector:4317"),
+    "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": (
+        "collector:4317",
+        "otel_exporter_otlp_traces_endpoint",
+        "collector:4317",
+    ),
     "OTEL_EXPORTER_OTLP_METRICS_ENDPOINT": (
         "https://otel.example.org",
         "otel_exporter_otlp_metrics_endpoint",
@@ -73,7 +79,10 @@ VALID = {
 # variable -> raw values that must be refused with an error naming the variable.
 INVALID = {
     "LOGURU_LEVEL": ["LOUD"],
-    "MESH_CONFIG": ["not json", '{"interservice-bus": {"mesh_address": "rabbit", "mesh_port": 70000}}'],
+    "MESH_CONFIG": [
+        "not json",
+        '{"interservice-bus": {"mesh_address": "rabbit", "mesh_port": 70000}}',
+    ],
     "RETRY_CONFIG": ['{"retry_backoff": 0.5}', '{"retry_jitter": [2, 1]}', '{"retry_tries": -2}'],
     "OTEL_SERVICE_NAME": [""],
     "DKIST_SERVICE_VERSION": [""],
@@ -82,11 +91,18 @@ INVALID = {
     "NOMAD_GROUP_NAME": [""],
     "OTEL_EXPORTER_OTLP_TRACES_INSECURE": ["maybe"],
     "OTEL_EXPORTER_OTLP_METRICS_INSECURE": ["maybe"],
-    "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": ["collector:port", "localhost:70000", "ftp://collector:4317"],
+    "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": [
+        "collector:port",
+        "localhost:70000",
+        "ftp://collector:4317",
+    ],
     "OTEL_EXPORTER_OTLP_METRICS_ENDPOINT": ["two words:4317"],
     "OTEL_PYTHON_DISABLED_INSTRUMENTATIONS": ["[1, 2]", '["pika"'],
     "OTEL_PYTHON_FASTAPI_EXCLUDED_URLS": ["health,(["],
-    "SYSTEM_METRIC_INSTRUMENTATION_CONFIG": ['{"system.memory.usage": "used"}', '["system.memory.usage"]'],
+    "SYSTEM_METRIC_INSTRUMENTATION_CONFIG": [
+        '{"system.memory.usage": "used"}',
+        '["system.memory.usage"]',
+    ],
     "ISB_USERNAME": [""],
     "ISB_PASSWORD": [""],
     "ISB_EXCHANGE": [""],
@@ -134,7 +150,10 @@ def test_defaults_are_the_seed_defaults(core_env):
     assert configuration.pip_retries == 5
     assert configuration.is_notebook_execution_environment is False
     assert configuration.isb_publish_timeout == 30.0
-    assert configuration.isb_outbox_dir == Path.home() / ".local" / "state" / "dkist-processing-core" / "isb-outbox"
+    assert (
+        configuration.isb_outbox_dir
+        == Path.home() / ".local" / "state" / "dkist-processing-core" / "isb-outbox"
+    )
 
 
 @pytest.mark.parametrize("variable", sorted(VALID))
@@ -145,7 +164,8 @@ def test_valid_value_is_read_from_the_environment(core_env, variable):
 
 
 @pytest.mark.parametrize(
-    ("variable", "raw"), [(variable, raw) for variable, values in sorted(INVALID.items()) for raw in values]
+    ("variable", "raw"),
+    [(variable, raw) for variable, values in sorted(INVALID.items()) for raw in values],
 )
 def test_invalid_value_fails_naming_the_variable(core_env, variable, raw):
     core_env.setenv(variable, raw)
@@ -205,7 +225,10 @@ def test_otlp_endpoints_fall_back_to_the_mesh(core_env):
 
 
 def test_otlp_endpoint_variables_override_the_mesh(core_env):
-    core_env.setenv("MESH_CONFIG", '{"otlp-traces-endpoint": {"mesh_address": "traces.mesh", "mesh_port": 4317}}')
+    core_env.setenv(
+        "MESH_CONFIG",
+        '{"otlp-traces-endpoint": {"mesh_address": "traces.mesh", "mesh_port": 4317}}',
+    )
     core_env.setenv("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "override:4317")
     configuration = DKISTProcessingCoreConfiguration()
     assert configuration.otlp_traces_endpoint == "override:4317"
@@ -214,9 +237,15 @@ def test_otlp_endpoint_variables_override_the_mesh(core_env):
 
 def test_interservice_bus_from_the_mesh_with_a_local_default(core_env):
     # localhost, as in the previous product (dkist-processing-core 7.5.0)
-    assert DKISTProcessingCoreConfiguration().isb_mesh_service == MeshService(mesh_address="localhost", mesh_port=5672)
-    core_env.setenv("MESH_CONFIG", '{"interservice-bus": {"mesh_address": "rabbit.mesh", "mesh_port": 5673}}')
-    assert DKISTProcessingCoreConfiguration().isb_mesh_service == MeshService(mesh_address="rabbit.mesh", mesh_port=5673)
+    assert DKISTProcessingCoreConfiguration().isb_mesh_service == MeshService(
+        mesh_address="localhost", mesh_port=5672
+    )
+    core_env.setenv(
+        "MESH_CONFIG", '{"interservice-bus": {"mesh_address": "rabbit.mesh", "mesh_port": 5673}}'
+    )
+    assert DKISTProcessingCoreConfiguration().isb_mesh_service == MeshService(
+        mesh_address="rabbit.mesh", mesh_port=5673
+    )
 
 
 def test_cpu_count_is_the_cpus_this_process_may_use(core_env):
@@ -250,7 +279,12 @@ def test_password_never_appears_in_repr_str_or_dump(core_env):
 
 @pytest.mark.parametrize(
     ("name", "secret"),
-    [("isb_password", True), ("globus_client_secret", True), ("api_token", True), ("isb_username", False)],
+    [
+        ("isb_password", True),
+        ("globus_client_secret", True),
+        ("api_token", True),
+        ("isb_username", False),
+    ],
 )
 def test_secret_field_names(name, secret):
     assert is_secret_field(name) is secret
@@ -270,7 +304,9 @@ def test_invalid_json_is_reported_without_its_content(core_env):
 class PipelineConfiguration(DKISTProcessingCoreConfiguration):
     """What a client pipeline adds: more fields, read the same way."""
 
-    scratch_base_path: Path = Field(default=Path("/scratch"), description="Root of the scratch disk")
+    scratch_base_path: Path = Field(
+        default=Path("/scratch"), description="Root of the scratch disk"
+    )
     scratch_inventory_max_db_index: int = Field(default=15, ge=0)
     object_store_secret_key: str = Field(default="")
     api_token: int = Field(default=0)
@@ -289,7 +325,9 @@ def test_client_subclass_reads_its_own_and_the_core_variables(core_env):
 
 def test_client_subclass_invalid_value_names_its_variable(core_env):
     core_env.setenv("SCRATCH_INVENTORY_MAX_DB_INDEX", "-1")
-    with pytest.raises(ConfigurationError, match="environment variable SCRATCH_INVENTORY_MAX_DB_INDEX"):
+    with pytest.raises(
+        ConfigurationError, match="environment variable SCRATCH_INVENTORY_MAX_DB_INDEX"
+    ):
         PipelineConfiguration()
 
 
@@ -309,10 +347,15 @@ def test_secrets_of_nested_client_models_are_masked(core_env):
         assert "nested-secret-value" not in text
         assert "https://store.example" in text
     dumped = configuration.masked_dump()
-    assert dumped["object_store"] == {"endpoint": "https://store.example", "secret_key": SECRET_MASK}
+    assert dumped["object_store"] == {
+        "endpoint": "https://store.example",
+        "secret_key": SECRET_MASK,
+    }
     assert dumped["stores"]["archive"]["secret_key"] == SECRET_MASK
     assert dumped["mesh_config"] == {} and dumped["retry_config"]["retry_jitter"] == [1, 10]
-    assert "ObjectStore(endpoint='https://store.example', secret_key='**********')" in repr(configuration)
+    assert "ObjectStore(endpoint='https://store.example', secret_key='**********')" in repr(
+        configuration
+    )
 
 
 def test_client_subclass_secrets_are_masked_everywhere(core_env):

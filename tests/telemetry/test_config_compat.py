@@ -54,13 +54,22 @@ def log_lines():
 
 
 def test_service_mesh_detail_returns_the_entry_or_the_default(core_env):
-    core_env.setenv("MESH_CONFIG", '{"object-store-api": {"mesh_address": "minio", "mesh_port": 9000}}')
+    core_env.setenv(
+        "MESH_CONFIG", '{"object-store-api": {"mesh_address": "minio", "mesh_port": 9000}}'
+    )
     configuration = CommonLikeConfiguration()
-    assert configuration.object_store_api_mesh_service == MeshService(mesh_address="minio", mesh_port=9000)
+    assert configuration.object_store_api_mesh_service == MeshService(
+        mesh_address="minio", mesh_port=9000
+    )
     missing = configuration.service_mesh_detail(service_name="internal-api-gateway")
-    assert (missing.host, missing.port) == ("127.0.0.1", 0)  # the previous product's "not configured"
+    assert (missing.host, missing.port) == (
+        "127.0.0.1",
+        0,
+    )  # the previous product's "not configured"
     assert missing == DEFAULT_MESH_SERVICE
-    assert configuration.scratch_inventory_mesh_service == MeshService(mesh_address="localhost", mesh_port=6379)
+    assert configuration.scratch_inventory_mesh_service == MeshService(
+        mesh_address="localhost", mesh_port=6379
+    )
     fallback = MeshService(mesh_address="db", mesh_port=5432)
     assert configuration.service_mesh_detail("nope", default_mesh_service=fallback) is fallback
 
@@ -80,12 +89,17 @@ def test_mesh_services_answer_host_and_port_and_compare_with_the_previous_class(
 
 
 def test_interservice_bus_properties(core_env):
-    core_env.setenv("MESH_CONFIG", '{"interservice-bus": {"mesh_address": "rabbit.mesh", "mesh_port": 5673}}')
+    core_env.setenv(
+        "MESH_CONFIG", '{"interservice-bus": {"mesh_address": "rabbit.mesh", "mesh_port": 5673}}'
+    )
     core_env.setenv("ISB_QUEUE_TYPE", "quorum")
     core_env.setenv("ISB_EXCHANGE", "pipeline.x")
     core_env.setenv("OTEL_SERVICE_NAME", "dkist-processing-visp")
     configuration = CommonLikeConfiguration(isb_username="pipe", isb_password="word")
-    assert (configuration.isb_mesh_service.host, configuration.isb_mesh_service.port) == ("rabbit.mesh", 5673)
+    assert (configuration.isb_mesh_service.host, configuration.isb_mesh_service.port) == (
+        "rabbit.mesh",
+        5673,
+    )
     assert configuration.isb_queue_arguments == {"x-queue-type": "quorum"}
 
     import talus
@@ -94,24 +108,36 @@ def test_interservice_bus_properties(core_env):
     assert isinstance(exchange, talus.Exchange)
     assert (exchange.name, exchange.type.value, exchange.durable) == ("pipeline.x", "direct", True)
     parameters = configuration.isb_producer_connection_parameters()
-    assert (parameters.host, parameters.port, parameters.credentials.username) == ("rabbit.mesh", 5673, "pipe")
+    assert (parameters.host, parameters.port, parameters.credentials.username) == (
+        "rabbit.mesh",
+        5673,
+        "pipe",
+    )
     assert parameters.client_properties["connection_name"] == "dkist-processing-visp-producer"
     assert configuration.isb_connection_retryer().stop.max_attempt_number == 3
 
 
 def test_interservice_bus_default_is_localhost(core_env):
-    assert CommonLikeConfiguration().isb_mesh_service == MeshService(mesh_address="localhost", mesh_port=5672)
+    assert CommonLikeConfiguration().isb_mesh_service == MeshService(
+        mesh_address="localhost", mesh_port=5672
+    )
 
 
 def test_log_configurations_logs_every_setting_with_secrets_masked(core_env, log_lines):
     core_env.setenv("GQL_AUTH_TOKEN", "token-value-42")
     core_env.setenv("ISB_PASSWORD", "isb-password-42")
-    core_env.setenv("GLOBUS_INBOUND_CLIENT_CREDENTIALS", '[{"client_id": "id1", "client_secret": "globus-secret-42"}]')
+    core_env.setenv(
+        "GLOBUS_INBOUND_CLIENT_CREDENTIALS",
+        '[{"client_id": "id1", "client_secret": "globus-secret-42"}]',
+    )
     configuration = CommonLikeConfiguration()
     configuration.log_configurations()
     logged = "\n".join(log_lines)
     assert "isb_exchange: master.direct.x" in log_lines
-    assert f"isb_password: {SECRET_MASK}" in log_lines and f"gql_auth_token: {SECRET_MASK}" in log_lines
+    assert (
+        f"isb_password: {SECRET_MASK}" in log_lines
+        and f"gql_auth_token: {SECRET_MASK}" in log_lines
+    )
     assert "notebook_save_wait_attempts: 120" in log_lines
     # "credential" in the name: the whole field is a secret (issue 14)
     assert f"globus_inbound_client_credentials: {SECRET_MASK}" in log_lines
@@ -132,8 +158,16 @@ def test_log_configurations_of_the_subclass_only(core_env, log_lines):
 
 def test_retry_config_has_the_seed_names_defaults_and_int_values(core_env):
     retry = CommonLikeConfiguration().retry_config
-    assert retry == RetryConfig(retry_delay=1, retry_backoff=2, retry_jitter=(1, 10), retry_max_delay=300, retry_tries=-1)
-    values = [retry.retry_delay, retry.retry_backoff, *retry.retry_jitter, retry.retry_max_delay, retry.retry_tries]
+    assert retry == RetryConfig(
+        retry_delay=1, retry_backoff=2, retry_jitter=(1, 10), retry_max_delay=300, retry_tries=-1
+    )
+    values = [
+        retry.retry_delay,
+        retry.retry_backoff,
+        *retry.retry_jitter,
+        retry.retry_max_delay,
+        retry.retry_tries,
+    ]
     assert all(type(value) is int for value in values)
     core_env.setenv("RETRY_CONFIG", '{"retry_delay": 2.0, "retry_jitter": [0, 2.5]}')
     retry = CommonLikeConfiguration().retry_config
@@ -160,7 +194,10 @@ def test_retry_config_refuses_values_without_sane_bounds(core_env, raw):
 def test_model_copy_and_cpu_count(core_env):
     configuration = CommonLikeConfiguration()
     copied = configuration.model_copy(update={"is_notebook_execution_environment": True})
-    assert copied.is_notebook_execution_environment and not configuration.is_notebook_execution_environment
+    assert (
+        copied.is_notebook_execution_environment
+        and not configuration.is_notebook_execution_environment
+    )
     assert isinstance(configuration.cpu_count, int) and configuration.cpu_count >= 1
 
 
@@ -172,8 +209,20 @@ def test_previous_field_names_read_the_new_fields(core_env):
     core_env.setenv("NOMAD_GROUP_NAME", "g1")
     core_env.setenv("LOGURU_LEVEL", "debug")
     c = CommonLikeConfiguration()
-    assert (c.service_name, c.service_version, c.allocation_id, c.allocation_name, c.allocation_group, c.log_level) == (
-        "svc", "1.2", "a1", "n1", "g1", "DEBUG",
+    assert (
+        c.service_name,
+        c.service_version,
+        c.allocation_id,
+        c.allocation_name,
+        c.allocation_group,
+        c.log_level,
+    ) == (
+        "svc",
+        "1.2",
+        "a1",
+        "n1",
+        "g1",
+        "DEBUG",
     )
     assert c.service_mesh is c.mesh_config
 

@@ -344,9 +344,13 @@ def test_backoff_grows_and_is_capped():
     policy = RetryConfig(retry_delay=1, retry_backoff=2, retry_jitter=(0, 0), retry_max_delay=5)
     assert [retry_delay(policy, n) for n in range(1, 6)] == [1, 2, 4, 5, 5]
     # (RetryConfig refuses a reversed jitter range, which RetryPolicy used to sort)
-    jittery = RetryConfig(retry_delay=1, retry_backoff=1, retry_jitter=(0.25, 0.5), retry_max_delay=10)
+    jittery = RetryConfig(
+        retry_delay=1, retry_backoff=1, retry_jitter=(0.25, 0.5), retry_max_delay=10
+    )
     assert all(1.25 <= retry_delay(jittery, 1) <= 1.5 for _ in range(50))
-    assert retry_allows(RetryConfig(retry_tries=-1), 10_000) and not retry_allows(RetryConfig(retry_tries=2), 2)
+    assert retry_allows(RetryConfig(retry_tries=-1), 10_000) and not retry_allows(
+        RetryConfig(retry_tries=2), 2
+    )
 
 
 def test_isb_time_limit_is_retry_configs():
@@ -359,8 +363,20 @@ def test_isb_time_limit_is_retry_configs():
 def test_backoff_survives_a_long_series_of_fast_failures():
     # A refused port fails in microseconds: with no delay and no jitter, a 30 s bound makes
     # thousands of attempts, and backoff ** attempts outgrows a float.
-    assert retry_delay(RetryConfig(retry_delay=0.5, retry_backoff=2, retry_jitter=(0, 0), retry_max_delay=5), 5_000) == 5
-    assert retry_delay(RetryConfig(retry_delay=0, retry_backoff=2, retry_jitter=(0, 0), retry_max_delay=5), 5_000) == 0
+    assert (
+        retry_delay(
+            RetryConfig(retry_delay=0.5, retry_backoff=2, retry_jitter=(0, 0), retry_max_delay=5),
+            5_000,
+        )
+        == 5
+    )
+    assert (
+        retry_delay(
+            RetryConfig(retry_delay=0, retry_backoff=2, retry_jitter=(0, 0), retry_max_delay=5),
+            5_000,
+        )
+        == 0
+    )
 
 
 def test_importing_the_module_does_not_load_pika_or_the_configuration():

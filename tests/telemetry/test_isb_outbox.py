@@ -184,7 +184,11 @@ def test_every_envelope_put_accepts_can_be_encoded_by_pika():
     @given(
         message_id=st.text(min_size=1, max_size=300),
         created_ns=st.integers(min_value=-(2**64), max_value=2**65),
-        body=st.dictionaries(st.text(max_size=20), st.one_of(st.none(), st.booleans(), st.integers(), st.floats(), st.text()), max_size=5),
+        body=st.dictionaries(
+            st.text(max_size=20),
+            st.one_of(st.none(), st.booleans(), st.integers(), st.floats(), st.text()),
+            max_size=5,
+        ),
     )
     @settings(max_examples=300, deadline=None)
     def check(message_id, created_ns, body):

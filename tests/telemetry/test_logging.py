@@ -165,7 +165,7 @@ def test_reset_logging_restores_the_root_logger(core_env):
 # dkist_service_configuration.logging (the previous product's logging, imported by 28 modules of the
 # client pipelines) does exactly this at import. The real module is exercised in tests/clients; here
 # a copy of its two statements shows the rule without its 48 dependencies.
-PREVIOUS_LOGGING = '''
+PREVIOUS_LOGGING = """
 import inspect, logging
 from sys import stderr
 from loguru import logger
@@ -180,7 +180,7 @@ class InterceptHandler(logging.Handler):
 
 
 logging.basicConfig(handlers=[InterceptHandler()], level=0, force=True)
-'''
+"""
 
 LOG_BOTH_WAYS = """
 import logging
@@ -212,7 +212,7 @@ def test_no_duplicate_lines_next_to_the_previous_products_logging(tmp_path, orde
     code = LOG_BOTH_WAYS.replace("FIRST", first).replace("SECOND", second)
     if order != "previous-logging-first":
         # imported while the task is being set up (what TaskBase subclasses of the clients do)
-        code = code.replace('    def run(self):\n', f'    def run(self):\n        {importing}\n')
+        code = code.replace("    def run(self):\n", f"    def run(self):\n        {importing}\n")
     result = run_python(code, clean_environment(tmp_path))
     assert result.returncode == 0, result.stderr
     for line in ("loguru-line", "stdlib-line", "W.Noop complete"):

@@ -15,7 +15,12 @@ from helpers.task_modules import write_module
 from opentelemetry import trace
 from opentelemetry.sdk.trace import TracerProvider
 
-HEAVY_MODULES = ("grpc", "opentelemetry.exporter", "opentelemetry.sdk", "opentelemetry.instrumentation")
+HEAVY_MODULES = (
+    "grpc",
+    "opentelemetry.exporter",
+    "opentelemetry.sdk",
+    "opentelemetry.instrumentation",
+)
 
 TASKS = """
 import http.server
@@ -199,7 +204,9 @@ def _assert_task_span_tree(receiver, root_name):
 
 
 def test_spans_and_metrics_reach_the_receiver(otlp_receiver, tmp_path, tasks_module):
-    result = run_task_process(tasks_module, "Noop", _service_env(otlp_receiver, tmp_path), workflow_name="Demo_Flow")
+    result = run_task_process(
+        tasks_module, "Noop", _service_env(otlp_receiver, tmp_path), workflow_name="Demo_Flow"
+    )
     assert result.returncode == 0, result.stderr
 
     otlp_receiver.wait_for_spans(4)
@@ -227,7 +234,9 @@ def test_spans_and_metrics_reach_the_receiver(otlp_receiver, tmp_path, tasks_mod
 
 
 def test_failed_task_spans_carry_the_exception(otlp_receiver, tmp_path, tasks_module):
-    result = run_task_process(tasks_module, "Fails", _service_env(otlp_receiver, tmp_path), workflow_name="Demo_Flow")
+    result = run_task_process(
+        tasks_module, "Fails", _service_env(otlp_receiver, tmp_path), workflow_name="Demo_Flow"
+    )
     assert result.returncode == 1
     otlp_receiver.wait_for_spans(3)
     root = otlp_receiver.span("Demo_Flow.Fails")
@@ -254,7 +263,10 @@ def test_endpoints_from_the_service_mesh(otlp_receiver, tmp_path, tasks_module):
 
 def test_only_traces_configured_sends_no_metrics(otlp_receiver, tmp_path, tasks_module):
     env = clean_environment(
-        tmp_path, **otlp_receiver.environment(metrics=False), RECIPE_RUN_ID="1", OTEL_PYTHON_DISABLED_INSTRUMENTATIONS="system_metrics"
+        tmp_path,
+        **otlp_receiver.environment(metrics=False),
+        RECIPE_RUN_ID="1",
+        OTEL_PYTHON_DISABLED_INSTRUMENTATIONS="system_metrics",
     )
     result = run_task_process(tasks_module, "Noop", env)
     assert result.returncode == 0, result.stderr
@@ -340,7 +352,11 @@ def test_pika_requests_and_system_metrics_are_instrumented(otlp_receiver, tmp_pa
         tmp_path,
         OTEL_PYTHON_DISABLED_INSTRUMENTATIONS="",
         SYSTEM_METRIC_INSTRUMENTATION_CONFIG=json.dumps(
-            {"system.memory.usage": ["used"], "process.runtime.memory": True, "system.cpu.time": False}
+            {
+                "system.memory.usage": ["used"],
+                "process.runtime.memory": True,
+                "system.cpu.time": False,
+            }
         ),
     )
     result = run_task_process(tasks_module, "TalksToServices", env, workflow_name="Bus_Flow")
@@ -348,28 +364,43 @@ def test_pika_requests_and_system_metrics_are_instrumented(otlp_receiver, tmp_pa
     otlp_receiver.wait_for_spans(6)
     run = otlp_receiver.span("Run")
     library_spans = {
-        span.scope.split(".")[2]: span for span in otlp_receiver.spans() if span.parent_span_id == run.span_id
+        span.scope.split(".")[2]: span
+        for span in otlp_receiver.spans()
+        if span.parent_span_id == run.span_id
     }  # scopes are opentelemetry.instrumentation.<library>[.<module>]
     assert library_spans["pika"].name == "dkist-test-nowhere send"
     assert library_spans["requests"].name == "GET"
 
     otlp_receiver.wait_for_metric("system.memory.usage")
     system_metrics = {
-        name for name in otlp_receiver.metric_names() if name.startswith(("system.", "process.", "cpython."))
+        name
+        for name in otlp_receiver.metric_names()
+        if name.startswith(("system.", "process.", "cpython."))
     }
     assert system_metrics == {"system.memory.usage", "process.runtime.cpython.memory"}
-    assert {point.attributes["state"] for point in otlp_receiver.metric_points("system.memory.usage")} == {"used"}
+    assert {
+        point.attributes["state"] for point in otlp_receiver.metric_points("system.memory.usage")
+    } == {"used"}
 
 
 def test_disabled_instrumentations_stay_off(otlp_receiver, tmp_path, tasks_module):
     require_rabbitmq()
     require_instrumentation_extra()
-    env = _service_env(otlp_receiver, tmp_path, OTEL_PYTHON_DISABLED_INSTRUMENTATIONS='["pika", "requests", "system_metrics"]')
+    env = _service_env(
+        otlp_receiver,
+        tmp_path,
+        OTEL_PYTHON_DISABLED_INSTRUMENTATIONS='["pika", "requests", "system_metrics"]',
+    )
     result = run_task_process(tasks_module, "TalksToServices", env, workflow_name="Bus_Flow")
     assert result.returncode == 0, result.stderr
     otlp_receiver.wait_for_spans(4)
     otlp_receiver.wait_for_metric("dkist.processing.tasks.executed")
-    assert sorted(otlp_receiver.span_names()) == ["Bus_Flow.TalksToServices", "Post Run", "Pre Run", "Run"]
+    assert sorted(otlp_receiver.span_names()) == [
+        "Bus_Flow.TalksToServices",
+        "Post Run",
+        "Pre Run",
+        "Run",
+    ]
     assert otlp_receiver.metric_names() == {"dkist.processing.tasks.executed"}
 
 
@@ -388,7 +419,9 @@ sys.meta_path.insert(0, HideInstrumentation())
 
 
 def test_without_the_extra_nothing_is_instrumented_or_imported(otlp_receiver, tmp_path):
-    code = HIDE_INSTRUMENTATION + """
+    code = (
+        HIDE_INSTRUMENTATION
+        + """
 import json
 from dkist_processing_core import telemetry
 providers = telemetry.telemetry_providers()
@@ -400,7 +433,10 @@ print(json.dumps({
     "imported": sorted(m for m in sys.modules if m.startswith("opentelemetry.instrumentation")),
 }))
 """
-    env = _service_env(otlp_receiver, tmp_path, OTEL_PYTHON_DISABLED_INSTRUMENTATIONS="", LOGURU_LEVEL="DEBUG")
+    )
+    env = _service_env(
+        otlp_receiver, tmp_path, OTEL_PYTHON_DISABLED_INSTRUMENTATIONS="", LOGURU_LEVEL="DEBUG"
+    )
     result = run_python(code, env)
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout) == {"instrumentations": [], "imported": []}

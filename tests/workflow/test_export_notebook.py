@@ -51,7 +51,10 @@ def test_notebook_is_valid_v4_with_a_parameters_cell_then_one_cell_per_node(pipe
         # the previous product's cell: import, then `with Task(...) as t: t()`, rollback commented
         assert cell.cell_type == "code"
         importing, running = ast.parse(cell.source).body
-        assert (importing.module, [alias.name for alias in importing.names]) == (f"{pipeline.package}.tasks", [task_id])
+        assert (importing.module, [alias.name for alias in importing.names]) == (
+            f"{pipeline.package}.tasks",
+            [task_id],
+        )
         call = running.items[0].context_expr
         assert call.func.id == task_id and running.items[0].optional_vars.id == "t"
         arguments = {keyword.arg: keyword.value for keyword in call.keywords}

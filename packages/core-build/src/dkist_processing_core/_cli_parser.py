@@ -82,7 +82,7 @@ def _version_text() -> str:
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``dkist-processing-core`` command."""
-    common = argparse.ArgumentParser(add_help=False)
+    common = _Parser(add_help=False)
     common.add_argument(
         "--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks of errors"
     )
@@ -294,12 +294,19 @@ def build_parser() -> argparse.ArgumentParser:
         "--max-size. Entries that a running task holds are never removed.",
         parents=[common],
     )
-    gc.add_argument("--max-size", default=None, metavar="SIZE", help="e.g. 20G (K, M, G, T: powers of 1024)")
+    gc.add_argument(
+        "--max-size", default=None, metavar="SIZE", help="e.g. 20G (K, M, G, T: powers of 1024)"
+    )
     gc.add_argument("--max-age", default=None, metavar="AGE", help="e.g. 7d (s, m, h, d, w)")
     gc.add_argument(
-        "--cache-dir", default=None, metavar="DIR", help="the cache folder (default: $DKIST_VENV_CACHE_DIR)"
+        "--cache-dir",
+        default=None,
+        metavar="DIR",
+        help="the cache folder (default: $DKIST_VENV_CACHE_DIR)",
     )
-    gc.add_argument("--dry-run", action="store_true", help="say what would be removed, remove nothing")
+    gc.add_argument(
+        "--dry-run", action="store_true", help="say what would be removed, remove nothing"
+    )
     gc.set_defaults(function="worker_gc")
     worker.set_defaults(function=None, usage_of=worker)
     return parser

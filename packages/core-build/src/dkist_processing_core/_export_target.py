@@ -25,8 +25,26 @@ __all__ = ["ExportTargetError", "StagedExport", "staged_export"]
 _SYSTEM_FOLDERS = frozenset(
     Path(name)
     for name in (
-        "/bin", "/boot", "/dev", "/etc", "/lib", "/lib32", "/lib64", "/proc", "/root", "/run",
-        "/sbin", "/sys", "/usr", "/var", "/home", "/tmp", "/opt", "/srv", "/mnt", "/media",
+        "/bin",
+        "/boot",
+        "/dev",
+        "/etc",
+        "/lib",
+        "/lib32",
+        "/lib64",
+        "/proc",
+        "/root",
+        "/run",
+        "/sbin",
+        "/sys",
+        "/usr",
+        "/var",
+        "/home",
+        "/tmp",
+        "/opt",
+        "/srv",
+        "/mnt",
+        "/media",
     )
 )
 
@@ -69,7 +87,11 @@ class StagedExport:
 
 def _check_target(target: Path) -> None:
     resolved = target.resolve()
-    if resolved.parent == resolved or resolved in _SYSTEM_FOLDERS or resolved == Path.home().resolve():
+    if (
+        resolved.parent == resolved
+        or resolved in _SYSTEM_FOLDERS
+        or resolved == Path.home().resolve()
+    ):
         raise ExportTargetError(
             f"refusing to export into {target}: it is a filesystem root, a system folder or the "
             "home folder; export into a folder of its own (e.g. ./dags)"

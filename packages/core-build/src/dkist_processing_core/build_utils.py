@@ -67,7 +67,6 @@ __all__ = [
 Progress = Callable[[str], None]
 
 
-
 # ------------------------------------------------------------------------------- validation
 def _workflow_problems(found: list[Found]) -> tuple[list[Found], list[Problem]]:
     """Check each workflow and find duplicate DAG ids; return the exportable ones and the problems."""
@@ -311,7 +310,8 @@ def _requires_python(distribution_name: str) -> str | None:
     from importlib.metadata import metadata
 
     try:
-        return metadata(distribution_name).get("Requires-Python")
+        values = metadata(distribution_name).get_all("Requires-Python")
+        return str(values[0]) if values else None
     except PackageNotFoundError:
         return None
 
@@ -338,9 +338,13 @@ def export_notebook_dockerfile(
     requirements.append(_pinned("dkist-processing-core-task", "notebook"))
     if base_image is None:
         try:
-            base_image = base_image_for([_requires_python(distribution) for distribution in distributions])
+            base_image = base_image_for(
+                [_requires_python(distribution) for distribution in distributions]
+            )
         except ValueError as error:
-            raise WorkflowValidationError(name, [Problem("no base image", name, str(error))]) from None
+            raise WorkflowValidationError(
+                name, [Problem("no base image", name, str(error))]
+            ) from None
     text = notebook_dockerfile(
         requirements, generator=f"dkist-processing-core-build {__version__}", base_image=base_image
     )

@@ -57,14 +57,20 @@ class EnvironmentSetup:
 
     @property
     def seconds(self) -> float:
+        """How long the setup took."""
         return (self.end_ns - self.start_ns) / 1e9
 
     @property
     def attributes(self) -> dict[str, str]:
+        """The metric's attributes: ``installer`` and ``cache``."""
         return {"installer": self.installer, "cache": self.cache}
 
     def record(
-        self, tracer: Tracer, meter: Meter, metric_name: str, base_attributes: Mapping[str, str | int]
+        self,
+        tracer: Tracer,
+        meter: Meter,
+        metric_name: str,
+        base_attributes: Mapping[str, str | int],
     ) -> None:
         """The span ``Environment Setup`` (child of the current span) and the duration histogram.
 

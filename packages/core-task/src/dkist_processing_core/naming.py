@@ -43,7 +43,9 @@ def validate_name_part(value: object, what: str, max_length: int | None = None) 
                 f"only {_ALLOWED_TEXT} are allowed"
             )
     if max_length is not None and len(value) > max_length:
-        raise NamingError(f"{what} {value!r} is {len(value)} characters long; the limit is {max_length}")
+        raise NamingError(
+            f"{what} {value!r} is {len(value)} characters long; the limit is {max_length}"
+        )
     return value
 
 

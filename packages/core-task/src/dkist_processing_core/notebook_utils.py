@@ -75,4 +75,5 @@ def export_notebook_by_path(notebook_path: Path) -> bytes:
         raise FileNotFoundError(f"notebook {str(source)!r} does not exist")
     notebook = nbformat.read(source, as_version=nbformat.NO_CONVERT)
     body, _ = nbconvert.MarkdownExporter().from_notebook_node(notebook)
-    return body.encode("utf-8")
+    markdown: str = body
+    return markdown.encode("utf-8")

@@ -26,7 +26,14 @@ from dkist_processing_core.errors import UsageError
 if TYPE_CHECKING:
     from dkist_processing_core.task import TaskBase
 
-__all__ = ["RECIPE_RUN_ID_VARIABLE", "InvocationError", "load_task_class", "main", "parse_recipe_run_id", "run_task"]
+__all__ = [
+    "RECIPE_RUN_ID_VARIABLE",
+    "InvocationError",
+    "load_task_class",
+    "main",
+    "parse_recipe_run_id",
+    "run_task",
+]
 
 RECIPE_RUN_ID_VARIABLE = "RECIPE_RUN_ID"
 
@@ -54,7 +61,9 @@ def load_task_class(module_name: str, class_name: str) -> type[TaskBase]:
     try:
         module = import_module(module_name)
     except Exception as error:  # missing, or broken at import (SyntaxError, NameError, ...)
-        raise InvocationError(f"cannot import task module {module_name!r}: {type(error).__name__}: {error}") from None
+        raise InvocationError(
+            f"cannot import task module {module_name!r}: {type(error).__name__}: {error}"
+        ) from None
     task_class = getattr(module, class_name, None)
     if not (isinstance(task_class, type) and issubclass(task_class, TaskBase)):
         raise InvocationError(f"{module_name}.{class_name} is not a TaskBase subclass")
@@ -84,7 +93,9 @@ def _run(
 
     The caller needs it because an exception raised by a subclass's ``__exit__`` replaces it.
     """
-    with cls(recipe_run_id=recipe_run_id, workflow_name=workflow_name, workflow_version=workflow_version) as task:
+    with cls(
+        recipe_run_id=recipe_run_id, workflow_name=workflow_name, workflow_version=workflow_version
+    ) as task:
         try:
             task()
         except BaseException as error:
@@ -126,6 +137,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run the task the arguments name; return the exit status (0, 1 or 2, see the module docstring)."""
     args = _parser().parse_args(argv)
     from dkist_processing_core._ownership import check_package_is_ours
 
@@ -134,10 +146,16 @@ def main(argv: list[str] | None = None) -> int:
     except ImportError as error:
         print(f"dkist-processing-core: {error}", file=sys.stderr)
         return 2
-    raw_id = args.recipe_run_id if args.recipe_run_id is not None else os.environ.get(RECIPE_RUN_ID_VARIABLE)
+    raw_id = (
+        args.recipe_run_id
+        if args.recipe_run_id is not None
+        else os.environ.get(RECIPE_RUN_ID_VARIABLE)
+    )
     try:
         if raw_id is None:
-            raise InvocationError(f"no recipe run id: set ${RECIPE_RUN_ID_VARIABLE} or pass --recipe-run-id")
+            raise InvocationError(
+                f"no recipe run id: set ${RECIPE_RUN_ID_VARIABLE} or pass --recipe-run-id"
+            )
         recipe_run_id = parse_recipe_run_id(raw_id)
         _check_configuration()
         cls = load_task_class(args.module, args.task)
@@ -152,9 +170,7 @@ def main(argv: list[str] | None = None) -> int:
         if not isinstance(task_error, SystemExit):
             traceback.print_exc()
         if isinstance(task_error, SystemExit):
-            message = (
-                f"called sys.exit({task_error.code!r}); a task signals failure by raising an exception"
-            )
+            message = f"called sys.exit({task_error.code!r}); a task signals failure by raising an exception"
         else:
             message = f"failed: {_describe(task_error)}"
         if task_error is not error:

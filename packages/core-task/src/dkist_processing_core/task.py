@@ -107,7 +107,12 @@ def apply_file_descriptor_limit(wanted: int) -> int | None:
                     target,
                 )
             else:
-                logger.info("soft limit of open files raised to {} (was {}, hard limit {})", target, soft_text, hard_text)
+                logger.info(
+                    "soft limit of open files raised to {} (was {}, hard limit {})",
+                    target,
+                    soft_text,
+                    hard_text,
+                )
     return target
 
 
@@ -122,7 +127,7 @@ def parse_recipe_run_id(value: object) -> int:
     if isinstance(value, float) and not value.is_integer():
         raise ValueError(f"recipe_run_id must be a whole number, got {value!r}")
     try:
-        number = int(value)  # type: ignore[call-overload]
+        number: int = int(value)  # type: ignore[call-overload]
     except (TypeError, ValueError, OverflowError):
         raise ValueError(f"recipe_run_id must be a non-negative integer, got {value!r}") from None
     if not 0 <= number <= MAX_RECIPE_RUN_ID:

@@ -26,7 +26,11 @@ _log = logging.getLogger("dkist_processing_core.telemetry")
 INSTRUMENTATIONS: dict[str, tuple[str, str, str]] = {
     "pika": ("opentelemetry.instrumentation.pika", "PikaInstrumentor", "pika"),
     "requests": ("opentelemetry.instrumentation.requests", "RequestsInstrumentor", "requests"),
-    "system_metrics": ("opentelemetry.instrumentation.system_metrics", "SystemMetricsInstrumentor", "psutil"),
+    "system_metrics": (
+        "opentelemetry.instrumentation.system_metrics",
+        "SystemMetricsInstrumentor",
+        "psutil",
+    ),
 }
 
 
@@ -37,7 +41,9 @@ def _module_available(name: str) -> bool:
         return False
 
 
-def _system_metrics_config(selection: dict[str, Any] | None, defaults: dict[str, Any]) -> dict[str, Any] | None:
+def _system_metrics_config(
+    selection: dict[str, Any] | None, defaults: dict[str, Any]
+) -> dict[str, Any] | None:
     """Translate ``SYSTEM_METRIC_INSTRUMENTATION_CONFIG`` into the instrumentor's ``config``.
 
     A list selects those labels, True the metric with the instrumentor's default labels, False leaves
@@ -48,7 +54,10 @@ def _system_metrics_config(selection: dict[str, Any] | None, defaults: dict[str,
     config: dict[str, Any] = {}
     for metric, choice in selection.items():
         if metric not in defaults:
-            _log.warning("SYSTEM_METRIC_INSTRUMENTATION_CONFIG names unknown system metric %r; ignored", metric)
+            _log.warning(
+                "SYSTEM_METRIC_INSTRUMENTATION_CONFIG names unknown system metric %r; ignored",
+                metric,
+            )
             continue
         if choice is True:
             config[metric] = defaults[metric]
@@ -64,7 +73,10 @@ def auto_instrument(
     meter_provider: Any | None,
 ) -> tuple[str, ...]:
     """Switch on the instrumentations that are installed and not disabled; return their names."""
-    disabled = {name.strip().lower().replace("-", "_") for name in configuration.otel_python_disabled_instrumentations}
+    disabled = {
+        name.strip().lower().replace("-", "_")
+        for name in configuration.otel_python_disabled_instrumentations
+    }
     switched_on = []
     for name, (module_name, class_name, library) in INSTRUMENTATIONS.items():
         wants_traces = name != "system_metrics"
@@ -78,7 +90,8 @@ def auto_instrument(
             instrumentor_class = getattr(module, class_name)
             if name == "system_metrics":
                 config = _system_metrics_config(
-                    configuration.system_metric_instrumentation_config, getattr(module, "_DEFAULT_CONFIG", {})
+                    configuration.system_metric_instrumentation_config,
+                    getattr(module, "_DEFAULT_CONFIG", {}),
                 )
                 instrumentor = instrumentor_class(config=config)
             else:
@@ -87,11 +100,18 @@ def auto_instrument(
                 switched_on.append(name)
                 continue
             if wants_traces:
-                instrumentor.instrument(tracer_provider=tracer_provider, meter_provider=meter_provider)
+                instrumentor.instrument(
+                    tracer_provider=tracer_provider, meter_provider=meter_provider
+                )
             else:
                 instrumentor.instrument(meter_provider=meter_provider)
         except Exception as error:  # a broken instrumentation must not stop the task
-            _log.warning("auto-instrumentation %s could not be switched on: %s: %s", name, type(error).__name__, error)
+            _log.warning(
+                "auto-instrumentation %s could not be switched on: %s: %s",
+                name,
+                type(error).__name__,
+                error,
+            )
             continue
         switched_on.append(name)
     return tuple(switched_on)

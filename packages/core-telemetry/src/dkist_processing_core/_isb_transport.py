@@ -128,7 +128,7 @@ class BrokerChannel:
         import pika.exceptions
 
         def abort() -> None:
-            if impl.is_closed:
+            if impl is None or impl.is_closed:
                 return
             try:
                 terminate(pika.exceptions.StreamLostError("ISB time bound reached"))

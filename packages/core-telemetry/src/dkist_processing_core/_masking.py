@@ -39,7 +39,9 @@ def masked(value: Any, dumped: Any) -> Any:
             for name, item in dumped.items()
         }
     if isinstance(value, dict) and isinstance(dumped, dict) and len(value) == len(dumped):
-        return {key: masked(item, dumped[key]) for key, item in zip(dumped, value.values(), strict=True)}
+        return {
+            key: masked(item, dumped[key]) for key, item in zip(dumped, value.values(), strict=True)
+        }
     if isinstance(value, list | tuple) and isinstance(dumped, list) and len(value) == len(dumped):
         return [masked(item, dumped_item) for item, dumped_item in zip(value, dumped, strict=True)]
     if isinstance(dumped, str):
@@ -74,8 +76,16 @@ class MaskedRepr:
             )
             return f"{type(value).__name__}({fields})"
         if isinstance(value, dict):
-            return "{" + ", ".join(f"{key!r}: {MaskedRepr.wrap(item)!r}" for key, item in value.items()) + "}"
+            return (
+                "{"
+                + ", ".join(f"{key!r}: {MaskedRepr.wrap(item)!r}" for key, item in value.items())
+                + "}"
+            )
         items = ", ".join(repr(MaskedRepr.wrap(item)) for item in value)
-        return f"[{items}]" if isinstance(value, list) else f"({items}{',' if len(value) == 1 else ''})"
+        return (
+            f"[{items}]"
+            if isinstance(value, list)
+            else f"({items}{',' if len(value) == 1 else ''})"
+        )
 
     __str__ = __repr__

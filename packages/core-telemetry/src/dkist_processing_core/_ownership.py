@@ -19,7 +19,12 @@ import os
 import sys
 from collections.abc import Iterable
 
-__all__ = ["SPLIT_CORE_MARKER", "check_package_is_ours", "conflict_message", "previous_core_next_to"]
+__all__ = [
+    "SPLIT_CORE_MARKER",
+    "check_package_is_ours",
+    "conflict_message",
+    "previous_core_next_to",
+]
 
 #: Attribute that only the split core's ``dkist_processing_core/__init__.py`` defines.
 SPLIT_CORE_MARKER = "_DKIST_SPLIT_CORE"
@@ -65,5 +70,7 @@ def check_package_is_ours() -> None:
         return
     folders = list(getattr(package, "__path__", []))
     found = previous_core_next_to(folders)
-    version, site = found if found is not None else ("7.x", os.path.dirname(folders[0]) if folders else "?")
+    version, site = (
+        found if found is not None else ("7.x", os.path.dirname(folders[0]) if folders else "?")
+    )
     raise ImportError(conflict_message(version, site), name="dkist_processing_core")

@@ -70,8 +70,12 @@ class RetryConfig(BaseModel):
     Defaults and names are the seed's. Every number must be finite; delays are at most one hour.
     """
 
-    retry_delay: float = Field(default=1, ge=0, le=MAX_RETRY_SECONDS, description="Seconds before the first retry")
-    retry_backoff: float = Field(default=2, ge=1, le=_MAX_BACKOFF, description="Multiplier of the delay after each retry")
+    retry_delay: float = Field(
+        default=1, ge=0, le=MAX_RETRY_SECONDS, description="Seconds before the first retry"
+    )
+    retry_backoff: float = Field(
+        default=2, ge=1, le=_MAX_BACKOFF, description="Multiplier of the delay after each retry"
+    )
     retry_jitter: tuple[float, float] = Field(
         default=(1, 10), description="Range of random seconds added to each delay, [low, high]"
     )
@@ -79,10 +83,15 @@ class RetryConfig(BaseModel):
         default=300, ge=0, le=MAX_RETRY_SECONDS, description="Upper bound of one delay in seconds"
     )
     retry_tries: int = Field(
-        default=-1, ge=-1, le=_MAX_TRIES, description="Attempts in all; -1 means until the time bound"
+        default=-1,
+        ge=-1,
+        le=_MAX_TRIES,
+        description="Attempts in all; -1 means until the time bound",
     )
 
-    @field_validator("retry_delay", "retry_backoff", "retry_max_delay", "retry_tries", mode="before")
+    @field_validator(
+        "retry_delay", "retry_backoff", "retry_max_delay", "retry_tries", mode="before"
+    )
     @classmethod
     def _finite_number(cls, value: Any) -> Any:
         if isinstance(value, bool):
@@ -103,7 +112,9 @@ class RetryConfig(BaseModel):
         if not (math.isfinite(low) and math.isfinite(high)):
             raise ValueError("retry_jitter must hold finite numbers")
         if low < 0 or high < low or high > MAX_RETRY_SECONDS:
-            raise ValueError(f"retry_jitter must be [low, high] with 0 <= low <= high <= {MAX_RETRY_SECONDS}")
+            raise ValueError(
+                f"retry_jitter must be [low, high] with 0 <= low <= high <= {MAX_RETRY_SECONDS}"
+            )
         return _whole_as_int(low), _whole_as_int(high)
 
     @field_validator("retry_tries")

@@ -55,7 +55,9 @@ __all__ = [
 
 _LOG_LEVELS = ("TRACE", "DEBUG", "INFO", "SUCCESS", "WARNING", "ERROR", "CRITICAL")
 _QUEUE_TYPES = ("classic", "quorum", "stream")
-_ENDPOINT = re.compile(r"(?:https?://)?(?P<host>\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._-]+)(?::(?P<port>[0-9]{1,5}))?/?")
+_ENDPOINT = re.compile(
+    r"(?:https?://)?(?P<host>\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._-]+)(?::(?P<port>[0-9]{1,5}))?/?"
+)
 
 
 #: Range of ``MAX_FILE_DESCRIPTORS``: below 64 a Python process cannot do much; above 2**31 - 1
@@ -93,17 +95,23 @@ class DKISTProcessingCoreConfiguration(PreviousProductSurface, BaseSettings):
         default="unknown-service-name", min_length=1, description="Service name for OpenTelemetry"
     )
     dkist_service_version: str = Field(
-        default="unknown-service-version", min_length=1, description="Service version for OpenTelemetry"
+        default="unknown-service-version",
+        min_length=1,
+        description="Service version for OpenTelemetry",
     )
     nomad_alloc_id: str = Field(
-        default="unknown-allocation-id", min_length=1, description="Nomad allocation ID for OpenTelemetry"
+        default="unknown-allocation-id",
+        min_length=1,
+        description="Nomad allocation ID for OpenTelemetry",
     )
     nomad_alloc_name: str = Field(
-        default="unknown-allocation-name", min_length=1,
+        default="unknown-allocation-name",
+        min_length=1,
         description="Allocation name for the deployed container the task is running on.",
     )
     nomad_group_name: str = Field(
-        default="unknown-allocation-group", min_length=1,
+        default="unknown-allocation-group",
+        min_length=1,
         description="Allocation group for the deployed container the task is running on",
     )
     otel_exporter_otlp_traces_insecure: bool = Field(
@@ -148,15 +156,25 @@ class DKISTProcessingCoreConfiguration(PreviousProductSurface, BaseSettings):
             }
         ],
     )
-    isb_username: str = Field(default="guest", min_length=1, description="Username for the interservice-bus.")
-    isb_password: str = Field(default="guest", min_length=1, description="Password for the interservice-bus.")
-    isb_exchange: str = Field(default="master.direct.x", min_length=1, description="Exchange for the interservice-bus.")
+    isb_username: str = Field(
+        default="guest", min_length=1, description="Username for the interservice-bus."
+    )
+    isb_password: str = Field(
+        default="guest", min_length=1, description="Password for the interservice-bus."
+    )
+    isb_exchange: str = Field(
+        default="master.direct.x", min_length=1, description="Exchange for the interservice-bus."
+    )
     isb_queue_type: str = Field(
         default="classic",
         description="Queue type for the interservice-bus.",
         examples=["quorum", "classic"],
     )
-    build_version: str = Field(default="dev", pattern=r"^[A-Za-z0-9._-]+$", description="Fallback build version for workflow tasks.")
+    build_version: str = Field(
+        default="dev",
+        pattern=r"^[A-Za-z0-9._-]+$",
+        description="Fallback build version for workflow tasks.",
+    )
     max_file_descriptors: int = Field(
         default=1024,
         ge=MIN_FILE_DESCRIPTORS,
@@ -165,11 +183,17 @@ class DKISTProcessingCoreConfiguration(PreviousProductSurface, BaseSettings):
     )
     # Fields beyond the seed's table (documented in docs/decisions.md).
     pip_timeout: int = Field(
-        default=15, ge=1, le=3600, description="Seconds pip waits on the index per request when a node installs its pipeline."
+        default=15,
+        ge=1,
+        le=3600,
+        description="Seconds pip waits on the index per request when a node installs its pipeline.",
     )
-    pip_retries: int = Field(default=5, ge=0, le=100, description="Retries of pip when a node installs its pipeline.")
+    pip_retries: int = Field(
+        default=5, ge=0, le=100, description="Retries of pip when a node installs its pipeline."
+    )
     is_notebook_execution_environment: bool = Field(
-        default=False, description="True inside the Jupyter environment that runs exported notebooks."
+        default=False,
+        description="True inside the Jupyter environment that runs exported notebooks.",
     )
     isb_publish_timeout: float = Field(
         default=30.0,
@@ -206,7 +230,9 @@ class DKISTProcessingCoreConfiguration(PreviousProductSurface, BaseSettings):
             raise ValueError(f"unknown queue type; RabbitMQ knows {', '.join(_QUEUE_TYPES)}")
         return queue_type
 
-    @field_validator("otel_exporter_otlp_traces_endpoint", "otel_exporter_otlp_metrics_endpoint", mode="before")
+    @field_validator(
+        "otel_exporter_otlp_traces_endpoint", "otel_exporter_otlp_metrics_endpoint", mode="before"
+    )
     @classmethod
     def _endpoint(cls, value: object) -> object:
         if not isinstance(value, str):
@@ -283,12 +309,16 @@ class DKISTProcessingCoreConfiguration(PreviousProductSurface, BaseSettings):
     @property
     def otlp_traces_endpoint(self) -> str | None:
         """Endpoint for spans: the env variable, else ``MESH_CONFIG['otlp-traces-endpoint']``."""
-        return self.otel_exporter_otlp_traces_endpoint or self._mesh_endpoint("otlp-traces-endpoint")
+        return self.otel_exporter_otlp_traces_endpoint or self._mesh_endpoint(
+            "otlp-traces-endpoint"
+        )
 
     @property
     def otlp_metrics_endpoint(self) -> str | None:
         """Endpoint for metrics: the env variable, else ``MESH_CONFIG['otlp-metrics-endpoint']``."""
-        return self.otel_exporter_otlp_metrics_endpoint or self._mesh_endpoint("otlp-metrics-endpoint")
+        return self.otel_exporter_otlp_metrics_endpoint or self._mesh_endpoint(
+            "otlp-metrics-endpoint"
+        )
 
     def _mesh_endpoint(self, key: str) -> str | None:
         service = self.mesh_config.get(key)
@@ -298,7 +328,8 @@ class DKISTProcessingCoreConfiguration(PreviousProductSurface, BaseSettings):
 
     def masked_dump(self) -> dict[str, Any]:
         """All settings as JSON-ready values, with secrets (at any depth) replaced by a mask."""
-        return masked(self, self.model_dump(mode="json"))
+        dumped: dict[str, Any] = masked(self, self.model_dump(mode="json"))
+        return dumped
 
     def __repr_args__(self):  # type: ignore[no-untyped-def]
         for name, value in super().__repr_args__():

@@ -201,7 +201,9 @@ def flush_outbox(target: IsbTarget | None = None, *, timeout: float | None = Non
     """
     started = time.monotonic()
     if timeout is not None:
-        timeout = check_seconds(timeout, "flush_outbox timeout (isb flush --timeout)", positive=True)
+        timeout = check_seconds(
+            timeout, "flush_outbox timeout (isb flush --timeout)", positive=True
+        )
     target = target or IsbTarget.from_configuration()
     bound = target.publish_timeout if timeout is None else timeout
     outbox = target.outbox

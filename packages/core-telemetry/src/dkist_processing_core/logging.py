@@ -17,6 +17,7 @@ from __future__ import annotations
 import logging as _stdlib_logging
 import sys
 import threading
+from types import FrameType
 
 __all__ = ["InterceptHandler", "configure_logging", "reset_logging"]
 
@@ -36,6 +37,7 @@ class InterceptHandler(_stdlib_logging.Handler):
     """A stdlib logging handler that hands every record to loguru, keeping level and caller."""
 
     def emit(self, record: _stdlib_logging.LogRecord) -> None:
+        """Hand ``record`` to loguru at its level, as logged by its real caller."""
         from loguru import logger
 
         try:
@@ -43,9 +45,11 @@ class InterceptHandler(_stdlib_logging.Handler):
         except ValueError:
             level = record.levelno
         # Find the frame that called the stdlib logger, so loguru reports the real caller.
-        frame = _stdlib_logging.currentframe()
+        frame: FrameType | None = _stdlib_logging.currentframe()
         depth = 0
-        while frame is not None and (depth == 0 or frame.f_code.co_filename == _stdlib_logging.__file__):
+        while frame is not None and (
+            depth == 0 or frame.f_code.co_filename == _stdlib_logging.__file__
+        ):
             frame = frame.f_back
             depth += 1
         logger.opt(depth=depth, exception=record.exc_info).log(level, record.getMessage())
@@ -127,7 +131,9 @@ def _quiet_pika(level: int) -> None:
     # pika logs every connection step at INFO and each refused attempt as an ERROR with a
     # traceback; dkist_processing_core.isb logs every outcome itself, so pika speaks only when
     # debugging.
-    _stdlib_logging.getLogger("pika").setLevel(level if level <= _stdlib_logging.DEBUG else _stdlib_logging.CRITICAL)
+    _stdlib_logging.getLogger("pika").setLevel(
+        level if level <= _stdlib_logging.DEBUG else _stdlib_logging.CRITICAL
+    )
 
 
 def reset_logging() -> None:
@@ -149,7 +155,9 @@ def reset_logging() -> None:
         if _removed_default_sink:
             _default_sink_id = logger.add(sys.stderr)
         root = _stdlib_logging.getLogger()
-        for handler in [handler for handler in root.handlers if isinstance(handler, InterceptHandler)]:
+        for handler in [
+            handler for handler in root.handlers if isinstance(handler, InterceptHandler)
+        ]:
             root.removeHandler(handler)
         if _root_level_before is not None:
             root.setLevel(_root_level_before)

@@ -76,6 +76,7 @@ _TIMEOUT_VARIABLES = {
 }
 _UNFINISHED = object()
 
+
 @dataclass(frozen=True)
 class TelemetryProviders:
     """The providers this process uses, and what they do."""
@@ -101,7 +102,9 @@ _last_flush_finished: bool | None = None
 _exit_handler_registered = False
 
 
-def telemetry_providers(configuration: DKISTProcessingCoreConfiguration | None = None) -> TelemetryProviders:
+def telemetry_providers(
+    configuration: DKISTProcessingCoreConfiguration | None = None,
+) -> TelemetryProviders:
     """The providers of this process: built from ``configuration`` (default: the environment) on first use."""
     global _providers
     providers = _providers
@@ -283,7 +286,9 @@ def _build_providers(configuration: DKISTProcessingCoreConfiguration) -> Telemet
     metrics_endpoint = configuration.otlp_metrics_endpoint
     if not traces_endpoint and not metrics_endpoint:
         _log.debug("telemetry is off: no OTLP traces or metrics endpoint is configured")
-        return TelemetryProviders(tracer_provider=NoOpTracerProvider(), meter_provider=NoOpMeterProvider())
+        return TelemetryProviders(
+            tracer_provider=NoOpTracerProvider(), meter_provider=NoOpMeterProvider()
+        )
 
     resource = _resource(configuration)
     tracer_provider: Any = NoOpTracerProvider()
@@ -296,7 +301,9 @@ def _build_providers(configuration: DKISTProcessingCoreConfiguration) -> Telemet
         meter_provider = _exporting_meter_provider(
             resource, metrics_endpoint, configuration.otel_exporter_otlp_metrics_insecure
         )
-    _register_globals(tracer_provider if traces_endpoint else None, meter_provider if metrics_endpoint else None)
+    _register_globals(
+        tracer_provider if traces_endpoint else None, meter_provider if metrics_endpoint else None
+    )
     instrumentations = auto_instrument(
         configuration,
         tracer_provider=tracer_provider if traces_endpoint else None,
@@ -364,8 +371,13 @@ def _register_globals(tracer_provider: Any | None, meter_provider: Any | None) -
     from opentelemetry import metrics
     from opentelemetry import trace
 
-    if tracer_provider is not None and isinstance(trace.get_tracer_provider(), trace.ProxyTracerProvider):
+    if tracer_provider is not None and isinstance(
+        trace.get_tracer_provider(), trace.ProxyTracerProvider
+    ):
         trace.set_tracer_provider(tracer_provider)
     # The API has no public "is a meter provider set" check; its placeholder is _ProxyMeterProvider.
-    if meter_provider is not None and type(metrics.get_meter_provider()).__name__ == "_ProxyMeterProvider":
+    if (
+        meter_provider is not None
+        and type(metrics.get_meter_provider()).__name__ == "_ProxyMeterProvider"
+    ):
         metrics.set_meter_provider(meter_provider)

@@ -89,7 +89,7 @@ def validate_package_name(value: object, what: str = "workflow_package") -> str:
 
 @cache
 def _distributions_of_top_level_packages() -> dict[str, list[str]]:
-    return packages_distributions()
+    return dict(packages_distributions())
 
 
 @cache
@@ -153,8 +153,9 @@ def _validate_task(task: object) -> type[TaskBase]:
     """The task must be a TaskBase subclass that a worker can import as ``module.ClassName``."""
     from dkist_processing_core.task import TaskBase
 
-    if not (isinstance(task, type) and issubclass(task, TaskBase)):
+    if not isinstance(task, type) or not issubclass(task, TaskBase):
         raise WorkflowError(f"task must be a subclass of TaskBase, got {task!r}")
+    checked: type[TaskBase] = task
     if task is TaskBase:
         raise WorkflowError("task must be a subclass of TaskBase, not TaskBase itself")
     name = task.__name__
@@ -191,7 +192,7 @@ def _validate_task(task: object) -> type[TaskBase]:
             f"task {name} cannot be imported as {module_name}.{name}: that name does not refer to "
             "this class; workers import tasks by module path"
         )
-    return task
+    return checked
 
 
 def _validate_retries(task: type[TaskBase]) -> tuple[int, int | float]:
@@ -222,6 +223,8 @@ def _validate_resource_queue(value: object, task_name: str) -> ResourceQueue:
     if value is None:
         return ResourceQueue.DEFAULT
     try:
+        if not isinstance(value, str):  # ResourceQueue is a StrEnum: its members are str too
+            raise ValueError(value)
         return ResourceQueue(value)
     except ValueError:
         allowed = ", ".join(queue.value for queue in ResourceQueue)
@@ -274,7 +277,14 @@ class Node:
     Read-only: the properties return copies, so changing what they return changes nothing.
     """
 
-    __slots__ = ("_pip_extras", "_resource_queue", "_retries", "_retry_delay_seconds", "_task", "_upstreams")
+    __slots__ = (
+        "_pip_extras",
+        "_resource_queue",
+        "_retries",
+        "_retry_delay_seconds",
+        "_task",
+        "_upstreams",
+    )
 
     def __init__(
         self,
@@ -339,6 +349,7 @@ class Node:
 
     @property
     def upstream_task_ids(self) -> list[str]:
+        """Task ids (class names) of the upstream tasks, in the order given."""
         return [upstream.__name__ for upstream in self._upstreams]
 
     @property

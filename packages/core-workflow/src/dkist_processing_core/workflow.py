@@ -91,7 +91,11 @@ def _check_importable(package: str) -> None:
 
 
 def _validate_max_active_runs(value: object) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_ACTIVE_RUNS_LIMIT:
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int)
+        or not 1 <= value <= MAX_ACTIVE_RUNS_LIMIT
+    ):
         raise WorkflowError(
             f"max_active_runs must be an int >= 1 and <= {MAX_ACTIVE_RUNS_LIMIT}, got {value!r:.40}"
         )
@@ -145,10 +149,13 @@ class Workflow:
         )
         self.dag_name = dag_name(self.workflow_name, self.workflow_version)
         self.max_active_runs = _validate_max_active_runs(max_active_runs)
-        if process_category is not None:
-            built_in_tags = [self.workflow_version, process_category, process_name]
-        else:
-            built_in_tags = [self.workflow_version, input_data, output_data, category]
+        # Every part was validated by build_workflow_name: none is None here.
+        parts = (
+            (process_category, process_name)
+            if process_category is not None
+            else (input_data, output_data, category)
+        )
+        built_in_tags = [self.workflow_version, *(str(part) for part in parts)]
         self.tags: list[str] = _dedup([*_validate_tags(tags), *built_in_tags])
         self._nodes: list[Node] = []
 

@@ -121,7 +121,9 @@ class RunSummary:
 
     @property
     def ok(self) -> bool:
-        return not self.interrupted and all(result.state == TaskState.SUCCESS for result in self.results)
+        return not self.interrupted and all(
+            result.state == TaskState.SUCCESS for result in self.results
+        )
 
     def format(self) -> str:
         """Human-readable summary: one line per task, then the totals."""

@@ -159,6 +159,7 @@ class AirflowEngine:
         self.keep = keep
 
     def run(self, workflow: Workflow, recipe_run_id: int) -> RunSummary:
+        """Export the DAG, run it with ``dag.test()`` in a child process and summarise the task states."""
         from dkist_processing_core._wheelhouse import WheelhouseError
         from dkist_processing_core._wheelhouse import ensure_wheelhouse
 

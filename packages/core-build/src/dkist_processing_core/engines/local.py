@@ -162,13 +162,13 @@ class _LocalRun:
             if not self.running and not waits:
                 return True
             try:
-                task_id, status = self.events.get(timeout=min(waits) if waits else None)
+                finished, status = self.events.get(timeout=min(waits) if waits else None)
             except queue.Empty:
                 continue
-            if task_id is None:
+            if finished is None:
                 self._interrupt(status)
                 return False
-            self._finished(task_id, status)
+            self._finished(finished, status)
 
     def _interrupt(self, signum: int) -> None:
         self.interrupted, self.signal = True, signum
@@ -356,6 +356,7 @@ class LocalEngine:
         self.run_id = run_id
 
     def run(self, workflow: Workflow, recipe_run_id: int) -> RunSummary:
+        """Run every task in its own process in dependency order; return the summary."""
         workflow.check_dag()
         run_id = self.run_id or local_run_id()
         folder = self.log_dir or default_log_root() / workflow.dag_name / _path_safe(run_id)

@@ -24,8 +24,8 @@ from typing import TYPE_CHECKING
 from typing import Any
 
 if TYPE_CHECKING:
-    from dkist_processing_core.node import Node
     from dkist_processing_core.export._model import WorkflowModel
+    from dkist_processing_core.node import Node
 
 __all__ = [
     "BASH_SCRIPT",  # noqa: F822 - module __getattr__ reads it on first use
@@ -139,7 +139,7 @@ def requirement(workflow: WorkflowModel, node: Node) -> str:
 
 def _operator_line(workflow: WorkflowModel, node: Node) -> str:
     """The line of the DAG file that adds ``node``'s BashOperator (indented for the ``with`` block)."""
-    arguments = [
+    arguments: list[tuple[str, object]] = [
         ("task_id", node.task_id),
         ("module", node.module_path),
         ("requirement", requirement(workflow, node)),

@@ -14,8 +14,8 @@ from typing import TYPE_CHECKING
 from typing import Any
 
 if TYPE_CHECKING:
-    from dkist_processing_core.node import Node
     from dkist_processing_core.export._model import WorkflowModel
+    from dkist_processing_core.node import Node
 
 __all__ = ["PARAMETERS_SOURCE", "build_notebook", "notebook_cell_source", "render_notebook"]
 
@@ -72,7 +72,9 @@ def build_notebook(workflow: WorkflowModel) -> Any:
     ]
     for position, node in enumerate(nodes, start=1):
         cell_id = f"task-{position}-{node.task_id}"[:64]
-        cells.append(nbformat.v4.new_code_cell(source=notebook_cell_source(workflow, node), id=cell_id))
+        cells.append(
+            nbformat.v4.new_code_cell(source=notebook_cell_source(workflow, node), id=cell_id)
+        )
     notebook = nbformat.v4.new_notebook(
         cells=cells,
         metadata={
@@ -95,4 +97,5 @@ def build_notebook(workflow: WorkflowModel) -> Any:
 def render_notebook(workflow: WorkflowModel) -> str:
     """JSON text of the workflow's notebook."""
     nbformat = _nbformat()
-    return nbformat.writes(build_notebook(workflow), version=4) + "\n"
+    text: str = nbformat.writes(build_notebook(workflow), version=4)
+    return text + "\n"

@@ -3,11 +3,11 @@
 Run by the Airflow worker's ``python3`` (standard library only) from the text that every DAG file
 embeds; ``dkist-processing-core worker gc`` imports it for the cache layout. Commands:
 
-``prepare``   check ``RECIPE_RUN_ID`` (exit 2 before anything else) and print it; when the cache
-              applies, also create a hold file that the script keeps open for the task's lifetime.
-``setup``     make the task's venv and print, one per line: its python, ``run_task``/``contract``,
-              the installer that ran, the cache outcome, setup start and end (ns since the epoch).
-``contract``  run the task the way every core runs it (for task venvs without core-task).
+- ``prepare``: check ``RECIPE_RUN_ID`` (exit 2 before anything else) and print it; when the cache
+  applies, also create a hold file that the script keeps open for the task's lifetime.
+- ``setup``: make the task's venv and print, one per line: its python, ``run_task``/``contract``,
+  the installer that ran, the cache outcome, setup start and end (ns since the epoch).
+- ``contract``: run the task the way every core runs it (for task venvs without core-task).
 
 Installer: ``uv`` when it is on PATH (``DKIST_INSTALLER=pip`` forces pip, ``=uv`` requires uv), with
 pip's index settings translated (``PIP_INDEX_URL`` ...) unless the ``UV_*`` ones are set.
@@ -65,6 +65,7 @@ class SetupError(Exception):
 
 
 def say(message: str) -> None:
+    """Print one line of the setup to the task log (stderr), prefixed like the script's own."""
     print(f"{_PREFIX} {message}", file=sys.stderr, flush=True)
 
 
@@ -110,6 +111,7 @@ def cache_key(requirement: str) -> dict[str, object] | None:
 
 
 def key_name(key: dict[str, object]) -> str:
+    """Folder name of a cache key: readable (distribution, version, Python) and unique (a digest)."""
     digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:12]
     python = str(key["python"]).split("-")[1].split(".")
     version = re.sub(r"[^A-Za-z0-9._-]", "_", str(key["version"]))
@@ -167,6 +169,7 @@ def held_envs(root: Path, *, remove_stale: bool = False) -> dict[str, int]:
 
 
 def open_lock(path: Path) -> int:
+    """Open (creating it) the lock file ``path``; the descriptor is not inherited by children."""
     return os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
 
 
@@ -180,7 +183,7 @@ def lock(fd: int, exclusive: bool, what: str) -> None:
         fcntl.flock(fd, kind)
 
 
-def read_entry(folder: Path, key: dict[str, object]) -> tuple[Path, dict] | str:
+def read_entry(folder: Path, key: dict[str, object]) -> tuple[Path, dict[str, object]] | str:
     """The published entry of a key folder and its marker, or why it must not be used."""
     try:
         target = os.readlink(folder / "current")
@@ -265,6 +268,7 @@ class Installer:
         return args, env
 
     def create(self, venv: Path, requirement: str, *, compile_bytecode: bool) -> None:
+        """Make a venv at ``venv`` and install ``requirement`` into it with uv or pip."""
         python = str(venv / "bin" / "python")
         if self.uv:
             args, env = self._uv_environment()
@@ -317,6 +321,7 @@ def distributions(venv: Path) -> list[str]:
 
 
 def runner_for(listing: list[str]) -> str:
+    """``run_task`` if the task venv has dkist-processing-core-task, else ``contract`` (a 7.x core)."""
     names = {_canonical(line.partition("==")[0]) for line in listing}
     return "run_task" if "dkist-processing-core-task" in names else "contract"
 
@@ -329,6 +334,7 @@ class Cache:
 
     @classmethod
     def from_environment(cls, environ: dict[str, str]) -> Cache | None:
+        """The cache of ``DKIST_VENV_CACHE_DIR``, None when unset; exit status 2 for a bad path."""
         value = environ.get("DKIST_VENV_CACHE_DIR", "")
         if not value:
             return None
@@ -344,14 +350,15 @@ class Cache:
             raise OSError(f"{self.root} must belong to this user and not be writable by others")
 
     def new_hold(self) -> str:
+        """A new hold file for this task (the script keeps it open and locked while the task runs)."""
         self.open()
         handle, path = tempfile.mkstemp(prefix=f"{os.getpid()}-", dir=self.root / "holds")
         os.close(handle)
         return path
 
     def acquire(
-        self, key: dict, requirement: str, installer: Installer, hold: int
-    ) -> tuple[Path, dict, str]:
+        self, key: dict[str, object], requirement: str, installer: Installer, hold: int
+    ) -> tuple[Path, dict[str, object], str]:
         """The entry for ``key`` (built if needed), recorded in the hold; returns entry, marker, outcome."""
         self.open()
         fcntl.flock(hold, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -379,8 +386,13 @@ class Cache:
             os.close(fd)
 
     def _build(
-        self, folder: Path, key: dict, requirement: str, installer: Installer, broken: bool
-    ) -> tuple[Path, dict]:
+        self,
+        folder: Path,
+        key: dict[str, object],
+        requirement: str,
+        installer: Installer,
+        broken: bool,
+    ) -> tuple[Path, dict[str, object]]:
         held = held_envs(self.root)
         current = folder / "current"
         if broken:
@@ -444,6 +456,7 @@ def _fsync_folder(folder: Path) -> None:
 
 
 def prepare(environ: dict[str, str]) -> list[str]:
+    """Command ``prepare``: the checked recipe run id and a hold file (empty without a cache)."""
     value = recipe_run_id(environ.get("RECIPE_RUN_ID", ""))
     cache = Cache.from_environment(environ)
     hold = ""
@@ -456,6 +469,7 @@ def prepare(environ: dict[str, str]) -> list[str]:
 
 
 def setup(environ: dict[str, str], scratch: Path, hold_fd: str) -> list[str]:
+    """Command ``setup``: make or reuse the task venv; the lines the script reads (python, runner, ...)."""
     started = time.time_ns()
     requirement = environ.get("DKIST_REQUIREMENT", "")
     installer = Installer(environ, scratch)
@@ -472,7 +486,8 @@ def setup(environ: dict[str, str], scratch: Path, hold_fd: str) -> list[str]:
     if cache is not None and key is not None and hold_fd.isdigit():
         try:
             venv, marker, outcome = cache.acquire(key, requirement, installer, int(hold_fd))
-            listing = list(marker.get("distributions", []))
+            recorded = marker.get("distributions")
+            listing = [str(item) for item in recorded] if isinstance(recorded, list) else []
             used = "none" if outcome == "hit" else installer.name
         except OSError as error:
             say(f"the venv cache is not used: {type(error).__name__}: {error}")
@@ -508,6 +523,7 @@ def contract(environ: dict[str, str]) -> None:
 
 
 def main(argv: list[str]) -> int:
+    """Run one command of the helper (``prepare``, ``setup``, ``contract``); return the exit status."""
     environ = dict(os.environ)
     command = argv[0] if argv else ""
     options = dict(arg[2:].partition("=")[::2] for arg in argv[1:] if arg.startswith("--"))
