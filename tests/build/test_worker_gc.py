@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
-from dkist_processing_core.export import worker_env
+from dkist_processing_core.export import worker_cache
 from helpers.worker_script import EXAMPLE_REQUIREMENT
 from helpers.worker_script import cache_outcomes
 from helpers.worker_script import run_script
@@ -39,7 +39,7 @@ def _env(tmp_path: Path, wheelhouse: Path, version: str = "1.0.0", **more: str) 
 def _build(tmp_path: Path, wheelhouse: Path, version: str) -> Path:
     result = run_script(_env(tmp_path, wheelhouse, version))
     assert result.returncode == 0, (result.stdout + result.stderr)[-4000:]
-    (folder,) = (tmp_path / "cache" / worker_env.LAYOUT).glob(
+    (folder,) = (tmp_path / "cache" / worker_cache.LAYOUT).glob(
         f"dkist-processing-example-{version}-*"
     )
     return folder
@@ -118,7 +118,7 @@ def test_max_age_and_max_size_evict_least_recently_used_first(cli, tmp_path, exa
 def test_broken_and_half_built_leftovers_go_first(cli, tmp_path, example_wheelhouse):
     folder = _build(tmp_path, example_wheelhouse, "1.0.0")
     current = folder / os.readlink(folder / "current")
-    (current / worker_env.MARKER).unlink()  # the next task sets it aside and rebuilds
+    (current / worker_cache.MARKER).unlink()  # the next task sets it aside and rebuilds
     assert cache_outcomes(run_script(_env(tmp_path, example_wheelhouse)).stderr) == ["rebuilt"]
     (aside,) = folder.glob("aside-*")
     half = folder / "env-0123456789ab"

@@ -15,7 +15,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
-from dkist_processing_core.export import worker_env
+from dkist_processing_core.export import worker_cache
 from helpers.worker_script import EXAMPLE_REQUIREMENT
 from helpers.worker_script import cache_outcomes
 from helpers.worker_script import installers_used
@@ -41,7 +41,7 @@ def _env(
 
 
 def _root(tmp_path: Path) -> Path:
-    return tmp_path / "cache" / worker_env.LAYOUT
+    return tmp_path / "cache" / worker_cache.LAYOUT
 
 
 def _entries(tmp_path: Path) -> dict[str, list[str]]:
@@ -77,18 +77,18 @@ def test_tasks_of_one_version_build_once_and_never_write_to_the_entry(
     assert cache_outcomes(first) == ["built"] and installers_used(first) == [installer]
     assert first.count("building the cached environment") == 1
     entry = _current(tmp_path)
-    marker = json.loads((entry / worker_env.MARKER).read_text())
+    marker = json.loads((entry / worker_cache.MARKER).read_text())
     assert marker["installer"] == installer
     assert "dkist-processing-example==1.0.0" in marker["distributions"]
     assert list(entry.rglob("*.pyc")), "the entry is byte-compiled when it is built"
-    before = worker_env.tree_digest(entry)
+    before = worker_cache.tree_digest(entry)
 
     for _ in range(2):
         again = _ok(run_script(env))
         assert cache_outcomes(again) == ["hit"] and installers_used(again) == ["none"]
         assert "building the cached environment" not in again
         assert "dkist-processing-example==1.0.0" in again  # the listing comes from the marker
-    assert worker_env.tree_digest(entry) == before  # PYTHONDONTWRITEBYTECODE: nothing written
+    assert worker_cache.tree_digest(entry) == before  # PYTHONDONTWRITEBYTECODE: nothing written
     assert _entries(tmp_path) == {entry.parent.name: [entry.name]}
     assert list((tmp_path / "tmp").iterdir()) == []  # scratch folders removed
     assert list((_root(tmp_path) / "holds").iterdir()) == []  # hold files removed
@@ -170,7 +170,7 @@ def test_a_build_killed_half_way_is_never_used_and_the_next_task_rebuilds(
     assert "pip install was killed by signal 9" in output
     assert "Running MyTask1" not in output
     (half,) = _root(tmp_path).glob("*/env-*")
-    assert not (half / worker_env.MARKER).exists()
+    assert not (half / worker_cache.MARKER).exists()
     assert not (half.parent / "current").exists(), "a half-built entry must never be published"
 
     again = _ok(run_script(env))
@@ -191,12 +191,12 @@ def test_a_damaged_entry_is_set_aside_and_rebuilt_never_used(tmp_path, example_w
             stream.write(f"\nopen({str(imported)!r}, 'w').close()\n")
         reason = "its files changed since it was built"
     elif damage == "half-built":
-        (entry / worker_env.MARKER).unlink()
+        (entry / worker_cache.MARKER).unlink()
         reason = "it has no completion marker (half-built)"
     else:
-        marker = json.loads((entry / worker_env.MARKER).read_text())
+        marker = json.loads((entry / worker_cache.MARKER).read_text())
         marker["key"]["version"] = "9.9.9"
-        (entry / worker_env.MARKER).write_text(json.dumps(marker))
+        (entry / worker_cache.MARKER).write_text(json.dumps(marker))
         reason = "its marker names another requirement or interpreter (foreign)"
 
     output = _ok(run_script(env))
@@ -225,7 +225,7 @@ def test_a_damaged_entry_is_set_aside_and_rebuilt_never_used(tmp_path, example_w
     ],
 )
 def test_only_public_release_versions_are_cached(version, cached):
-    key = worker_env.cache_key(f"dkist-processing-x[frozen,GPU]=={version}")
+    key = worker_cache.cache_key(f"dkist-processing-x[frozen,GPU]=={version}")
     assert (key is not None) == cached
     if key is not None:
         assert key["extras"] == ["frozen", "gpu"]

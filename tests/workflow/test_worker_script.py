@@ -1,8 +1,9 @@
 """The worker script and its Python helper are real files, linted, and embedded byte for byte.
 
-``export/worker.sh`` (bash, shellcheck-clean) and ``export/worker_env.py`` (standard library only,
-ruff-clean) are package data of core-workflow; every DAG file carries both texts unchanged, and
-Airflow, which renders them with Jinja, hands them to the task unchanged.
+``export/worker.sh`` (bash, shellcheck-clean) and the helper program ``export/worker_cache.py``
+followed by ``export/worker_env.py`` (standard library only, ruff-clean) are package data of core-workflow;
+every DAG file carries both texts unchanged, and Airflow, which renders them with Jinja, hands them
+to the task unchanged.
 """
 
 from __future__ import annotations
@@ -20,7 +21,8 @@ from helpers.release import REPO_ROOT
 
 EXPORT = importlib.resources.files("dkist_processing_core.export")
 SCRIPT_FILE = Path(str(EXPORT.joinpath("worker.sh")))
-HELPER_FILE = Path(str(EXPORT.joinpath("worker_env.py")))
+HELPER_FILES = [Path(str(EXPORT.joinpath(name))) for name in ("worker_cache.py", "worker_env.py")]
+HELPER_PROGRAM = "".join(path.read_text() for path in HELPER_FILES)
 
 
 def _tool(name: str) -> str:
@@ -44,7 +46,7 @@ def test_the_script_is_shellcheck_clean():
 def test_the_helper_is_ruff_clean():
     for command in (["check"], ["format", "--check"]):
         result = subprocess.run(
-            [_tool("ruff"), *command, str(HELPER_FILE)],
+            [_tool("ruff"), *command, *map(str, HELPER_FILES)],
             capture_output=True,
             text=True,
             cwd=REPO_ROOT,
@@ -56,7 +58,7 @@ def test_the_helper_is_ruff_clean():
 def test_the_helper_needs_the_standard_library_only(tmp_path):
     """-I -S: no site-packages, no PYTHONPATH; what a worker's bare python3 has."""
     result = subprocess.run(
-        [sys.executable, "-I", "-S", "-c", HELPER_FILE.read_text(), "prepare"],
+        [sys.executable, "-I", "-S", "-c", HELPER_PROGRAM, "prepare"],
         env={
             "RECIPE_RUN_ID": "12",
             "DKIST_VENV_CACHE_DIR": str(tmp_path / "cache"),
@@ -72,7 +74,7 @@ def test_the_helper_needs_the_standard_library_only(tmp_path):
     assert Path(hold).parent == tmp_path / "cache" / "venvs-v1" / "holds"
 
 
-@pytest.mark.parametrize("path", [SCRIPT_FILE, HELPER_FILE], ids=lambda path: path.name)
+@pytest.mark.parametrize("path", [SCRIPT_FILE, *HELPER_FILES], ids=lambda path: path.name)
 def test_nothing_airflow_would_template_or_take_for_a_file_name(path):
     text = path.read_text()
     for marker in ("{{", "{%", "{#"):
@@ -83,7 +85,7 @@ def test_nothing_airflow_would_template_or_take_for_a_file_name(path):
 
 def test_the_dag_file_embeds_both_files_byte_for_byte(pipeline, tmp_path):
     assert dag_module.BASH_SCRIPT == SCRIPT_FILE.read_text()
-    assert dag_module.WORKER_PY == HELPER_FILE.read_text()
+    assert dag_module.WORKER_PY == HELPER_PROGRAM
     workflow = Workflow(
         process_category="emb",
         process_name="ed",
@@ -100,11 +102,11 @@ def test_the_dag_file_embeds_both_files_byte_for_byte(pipeline, tmp_path):
         and isinstance(node.value, ast.Constant)
     }
     assert constants["_SCRIPT"] == SCRIPT_FILE.read_text()
-    assert constants["_WORKER_PY"] == HELPER_FILE.read_text()
+    assert constants["_WORKER_PY"] == HELPER_PROGRAM
     # Airflow's view: the operator's command and environment carry the same texts.
     operator = workflow.load().get_task("Fetch")
     assert operator.bash_command == SCRIPT_FILE.read_text()
-    assert operator.env["DKIST_WORKER_PY"] == HELPER_FILE.read_text()
+    assert operator.env["DKIST_WORKER_PY"] == HELPER_PROGRAM
 
 
 def test_the_files_ship_in_the_core_workflow_wheel(tmp_path):
@@ -121,7 +123,8 @@ def test_the_files_ship_in_the_core_workflow_wheel(tmp_path):
             archive.read("dkist_processing_core/export/worker.sh").decode()
             == SCRIPT_FILE.read_text()
         )
-        assert (
-            archive.read("dkist_processing_core/export/worker_env.py").decode()
-            == HELPER_FILE.read_text()
-        )
+        shipped = [
+            archive.read(f"dkist_processing_core/export/{path.name}").decode()
+            for path in HELPER_FILES
+        ]
+        assert "".join(shipped) == HELPER_PROGRAM

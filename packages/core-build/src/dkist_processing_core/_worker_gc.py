@@ -1,7 +1,7 @@
 """``dkist-processing-core worker gc``: evict entries of a worker's venv cache.
 
 The layout and the locking protocol are those of the worker script's helper
-(:mod:`dkist_processing_core.export.worker_env`). Per key folder, under its lock taken exclusively
+(:mod:`dkist_processing_core.export.worker_cache`). Per key folder, under its lock taken exclusively
 and without waiting (a folder whose lock is busy, because a task is building or starting from it,
 is left for the next run):
 
@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from dataclasses import field
 from pathlib import Path
 
-from dkist_processing_core.export import worker_env
+from dkist_processing_core.export import worker_cache
 
 __all__ = ["GcReport", "collect_garbage", "parse_age", "parse_size"]
 
@@ -115,7 +115,7 @@ def _size(path: Path, seen: set[tuple[int, int]]) -> int:
 
 
 def _try_lock(folder: Path) -> int | None:
-    fd = worker_env.open_lock(folder / "lock")
+    fd = worker_cache.open_lock(folder / "lock")
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
@@ -150,7 +150,7 @@ class _Collector:
     def scan(self) -> list[_Entry]:
         """Remove leftovers; return the published entries with their size and last use."""
         published = []
-        held = worker_env.held_envs(self.root, remove_stale=not self.dry_run)
+        held = worker_cache.held_envs(self.root, remove_stale=not self.dry_run)
         for folder in sorted(
             path for path in self.root.iterdir() if path.is_dir() and path.name != "holds"
         ):
@@ -206,7 +206,7 @@ class _Collector:
             self.say(f"kept {entry.folder.name}: a task is starting from it")
             return False
         try:
-            held = worker_env.held_envs(self.root)
+            held = worker_cache.held_envs(self.root)
             if os.path.realpath(entry.path) in held:
                 self.say(
                     f"kept {entry.folder.name} ({human_size(entry.size)}, last used "
@@ -236,9 +236,9 @@ def collect_garbage(
     now: float | None = None,
 ) -> GcReport:
     """Evict from the venv cache under ``cache_dir`` (the value of ``DKIST_VENV_CACHE_DIR``)."""
-    root = cache_dir / worker_env.LAYOUT
+    root = cache_dir / worker_cache.LAYOUT
     if not root.is_dir():
-        say(f"nothing to collect: {cache_dir} has no venv cache ({worker_env.LAYOUT}) yet")
+        say(f"nothing to collect: {cache_dir} has no venv cache ({worker_cache.LAYOUT}) yet")
         return GcReport()
     now = time.time() if now is None else now
     collector = _Collector(root, dry_run, say)
@@ -264,5 +264,5 @@ def collect_garbage(
                 f"the cache is still {human_size(total)}, over {human_size(max_size)}: the rest is in use"
             )
     report = collector.report
-    report.in_use = len([path for path in worker_env.held_envs(root) if path])
+    report.in_use = len([path for path in worker_cache.held_envs(root) if path])
     return report

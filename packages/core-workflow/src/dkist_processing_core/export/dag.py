@@ -43,11 +43,12 @@ DAG_OWNER = "DKIST Data Center"
 # .get(): a run triggered without the key gets the script's own message instead of a Jinja error.
 RECIPE_RUN_ID_TEMPLATE = "{{ dag_run.conf.get('recipe_run_id', '') }}"
 
-# The worker script and its Python helper are files of this package (worker.sh, worker_env.py),
-# read once and embedded byte for byte in every DAG file: Airflow renders the script and the
-# environment values with Jinja, so neither may contain Jinja markers (the tests check that), and
-# the script must not end in ".sh"/".bash" (Airflow would take it for a file name).
-_WORKER_FILES = {"BASH_SCRIPT": "worker.sh", "WORKER_PY": "worker_env.py"}
+# The worker script and its Python helper are files of this package (worker.sh; worker_cache.py
+# followed by worker_env.py, one program), read once and embedded byte for byte in every DAG file:
+# Airflow renders the script and the environment values with Jinja, so none may contain Jinja
+# markers (the tests check that), and the script must not end in ".sh"/".bash" (Airflow would take
+# it for a file name).
+_WORKER_FILES = {"BASH_SCRIPT": ("worker.sh",), "WORKER_PY": ("worker_cache.py", "worker_env.py")}
 
 
 @functools.cache
@@ -59,9 +60,9 @@ def _package_text(name: str) -> str:
 
 
 def __getattr__(name: str) -> str:
-    """``BASH_SCRIPT`` (worker.sh) and ``WORKER_PY`` (worker_env.py), read on first use."""
+    """``BASH_SCRIPT`` (worker.sh) and ``WORKER_PY`` (worker_cache.py + worker_env.py), read on first use."""
     if name in _WORKER_FILES:
-        return _package_text(_WORKER_FILES[name])
+        return "".join(_package_text(file) for file in _WORKER_FILES[name])
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
@@ -172,8 +173,8 @@ def render_dag(workflow: WorkflowModel) -> str:
         distribution=workflow.distribution,
         pip_timeout=str(configuration.pip_timeout),
         pip_retries=str(configuration.pip_retries),
-        script=_package_text("worker.sh"),
-        worker_py=_package_text("worker_env.py"),
+        script=__getattr__("BASH_SCRIPT"),
+        worker_py=__getattr__("WORKER_PY"),
         recipe_run_id_template=RECIPE_RUN_ID_TEMPLATE,
         dag_id=workflow.dag_name,
         max_active_runs=workflow.max_active_runs,

@@ -4,12 +4,12 @@
 # Every value arrives as an environment variable and is only ever expanded in quotes:
 # RECIPE_RUN_ID (rendered from dag_run.conf), DKIST_REQUIREMENT, DKIST_TASK_MODULE,
 # DKIST_TASK_CLASS, DKIST_WORKFLOW_NAME, DKIST_WORKFLOW_VERSION, DKIST_PIP_TIMEOUT,
-# DKIST_PIP_RETRIES, and DKIST_WORKER_PY: the text of worker_env.py, which the worker's python3
+# DKIST_PIP_RETRIES, and DKIST_WORKER_PY: the text of worker_cache.py + worker_env.py, which the worker's python3
 # runs to check the recipe run id and to make the task's venv (uv or pip, throw-away or from the
 # cache in DKIST_VENV_CACHE_DIR). The DAG file embeds this file and that one byte for byte; Airflow
 # renders both with Jinja, so neither may contain Jinja markers.
 set -euo pipefail
-worker_py="${DKIST_WORKER_PY:?the DAG file passes worker_env.py in DKIST_WORKER_PY}"
+worker_py="${DKIST_WORKER_PY:?the DAG file passes the helper program in DKIST_WORKER_PY}"
 unset DKIST_WORKER_PY
 
 # The recipe run id is checked (exit 2) before anything is printed, installed or run.
