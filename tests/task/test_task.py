@@ -444,3 +444,47 @@ def test_file_descriptor_limit_never_exceeds_the_hard_limit():
     (soft, hard), log = _rlimit_probe("100000", lower_hard_to=512, lower_soft_to=256)
     assert (soft, hard) == (512, 512)
     assert log.count("MAX_FILE_DESCRIPTORS=100000 is above the hard limit 512") == 1
+
+
+# -- the task log: the previous product's lines ------------------------------------------------------
+
+LOG_PROBE = """
+from dkist_processing_core import TaskBase
+
+class Steps(TaskBase):
+    def run(self):
+        with self.telemetry_span("Collecting DARK"):
+            pass
+
+for recipe_run_id in (1, 2):
+    with Steps(recipe_run_id=recipe_run_id, workflow_name="W", workflow_version="1") as task:
+        task()
+"""
+
+
+def test_task_log_has_the_settings_once_and_a_line_per_span_as_in_the_previous_product():
+    # 7.5.0 logged its settings (secrets masked), "Task X initialized" and "Span started/ended: X"
+    # for every span; operators follow a task's progress by those lines.
+    result = run_python(
+        LOG_PROBE, clean_environment(ISB_PASSWORD="not-for-the-log", ISB_USERNAME="operator")
+    )
+    assert result.returncode == 0, result.stderr
+    log = result.stderr
+    assert "not-for-the-log" not in log
+    assert log.count("isb_password: **********") == 1
+    assert log.count("isb_username: operator") == 1
+    assert log.count("Task Steps initialized") == 2
+    spans = re.findall(r"Span (started|ended): (.+)", log)
+    one_run = [
+        ("started", "W.Steps"),
+        ("started", "Pre Run"),
+        ("ended", "Pre Run"),
+        ("started", "Run"),
+        ("started", "Collecting DARK"),
+        ("ended", "Collecting DARK"),
+        ("ended", "Run"),
+        ("started", "Post Run"),
+        ("ended", "Post Run"),
+        ("ended", "W.Steps"),
+    ]
+    assert spans == one_run * 2

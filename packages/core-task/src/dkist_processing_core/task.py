@@ -34,6 +34,8 @@ if TYPE_CHECKING:
     from opentelemetry.trace import Tracer
     from opentelemetry.util.types import Attributes
 
+    from dkist_processing_core.config import DKISTProcessingCoreConfiguration
+
 __all__ = [
     "MAX_RECIPE_RUN_ID",
     "METER_NAME",
@@ -51,6 +53,8 @@ TASK_EXECUTION_COUNTER = "tasks.executed"
 
 _fd_limit_lock = threading.Lock()
 _fd_limit_applied = False
+_configuration_log_lock = threading.Lock()
+_logged_configuration: DKISTProcessingCoreConfiguration | None = None
 
 
 METER_NAME = "dkist"
@@ -114,6 +118,20 @@ def apply_file_descriptor_limit(wanted: int) -> int | None:
                     hard_text,
                 )
     return target
+
+
+def _log_configuration_once(configuration: DKISTProcessingCoreConfiguration) -> None:
+    """Log the core's effective settings (secrets masked) the first time a task sees them.
+
+    The previous product logged them when its configuration module was imported; here importing
+    stays free of side effects and the task log still starts with the settings it ran with.
+    """
+    global _logged_configuration
+    with _configuration_log_lock:
+        if configuration is _logged_configuration:
+            return
+        _logged_configuration = configuration
+    configuration.log_configurations(log_parent_configurations=True)
 
 
 def parse_recipe_run_id(value: object) -> int:
@@ -180,6 +198,7 @@ class TaskBase(ABC):
 
         configure_logging()
         configuration = core_configuration()
+        _log_configuration_once(configuration)
         apply_file_descriptor_limit(configuration.max_file_descriptors)
         self._tracer: Tracer | None = None
         self._meter: Meter | None = None
@@ -201,7 +220,7 @@ class TaskBase(ABC):
 
         from loguru import logger
 
-        logger.debug("task {} initialized for recipe run {}", self.task_name, self.recipe_run_id)
+        logger.info("Task {} initialized", self.task_name)
 
     # -- telemetry -------------------------------------------------------------------------------
 
@@ -262,7 +281,12 @@ class TaskBase(ABC):
             set_status_on_exception=set_status_on_exception,
             end_on_exit=end_on_exit,
         ) as span:
+            from loguru import logger
+
+            # The previous product's progress lines in the task log; operators read them.
+            logger.info("Span started: {}", name)
             yield span
+            logger.info("Span ended: {}", name)
             span.set_status(StatusCode.OK)
 
     # -- hooks -----------------------------------------------------------------------------------
