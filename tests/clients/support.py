@@ -128,6 +128,37 @@ def run_probe(python: Path, client: Client, folder: Path) -> None:
         report.write_text(json.dumps({"crash": _tail(result.stdout + result.stderr)}))
 
 
+SCHEDULING_FIELDS = ("upstream", "queue", "pool", "retries", "retry_delay")
+"""What a task of an exported DAG must have as in the previous core's export."""
+
+
+def schedule_differences(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
+    """How the DAGs ``new`` (probe's ``dagbag["dags"]``) schedule differently from ``old``.
+
+    Same DAG ids, tags (as sets), task ids, and per task :data:`SCHEDULING_FIELDS`.
+    """
+    differences = []
+    if sorted(new) != sorted(old):
+        differences.append(f"DAG ids differ from 7.5.0's: {sorted(set(old) ^ set(new))}")
+    for dag_id in sorted(set(old) & set(new)):
+        old_dag, new_dag = old[dag_id], new[dag_id]
+        if set(new_dag["tags"]) != set(old_dag["tags"]):
+            differences.append(f"{dag_id}: tags {new_dag['tags']} != 7.5.0's {old_dag['tags']}")
+        if sorted(new_dag["tasks"]) != sorted(old_dag["tasks"]):
+            differences.append(
+                f"{dag_id}: tasks {sorted(new_dag['tasks'])} != {sorted(old_dag['tasks'])}"
+            )
+            continue
+        for task_id, old_task in sorted(old_dag["tasks"].items()):
+            for field in SCHEDULING_FIELDS:
+                if new_dag["tasks"][task_id][field] != old_task[field]:
+                    differences.append(
+                        f"{dag_id}.{task_id}: {field} {new_dag['tasks'][task_id][field]!r} "
+                        f"!= 7.5.0's {old_task[field]!r}"
+                    )
+    return differences
+
+
 def step_value(report: dict[str, Any], name: str, what: str) -> Any:
     """The value of a probe step; fails with the client's traceback when the step failed."""
     assert "crash" not in report, f"{what}: the probe crashed:\n{report['crash']}"

@@ -22,6 +22,7 @@ from clients.support import CLIENTS
 from clients.support import Client
 from clients.support import require_services
 from clients.support import run_worker_command
+from clients.support import schedule_differences
 from clients.support import step_value
 from helpers.client_venvs import python313
 from helpers.client_venvs import uv_binary
@@ -33,7 +34,6 @@ CORES = ["old", "new"]
 Probe = Callable[[str, Client], dict[str, Any]]
 
 # What the scheduler uses of each task; compared between the 7.5.0 export and ours.
-SCHEDULING_FIELDS = ("upstream", "queue", "pool", "retries", "retry_delay")
 
 
 def test_new_venv_breaks_only_the_old_core_pin(venvs: dict[str, Path]) -> None:
@@ -117,24 +117,7 @@ def test_dags_schedule_like_the_previous_core(probe: Probe, client: Client) -> N
     """Same DAG ids, tags (as sets), task ids, upstreams, queues, pools, retries, retry_delay."""
     old = step_value(probe("old", client), "dagbag", "DagBag of the 7.5.0 export")["dags"]
     new = step_value(probe("new", client), "dagbag", "DagBag of our export")["dags"]
-    assert sorted(new) == sorted(old), "DAG ids differ from 7.5.0's"
-    differences = []
-    for dag_id, old_dag in sorted(old.items()):
-        new_dag = new[dag_id]
-        if set(new_dag["tags"]) != set(old_dag["tags"]):
-            differences.append(f"{dag_id}: tags {new_dag['tags']} != 7.5.0's {old_dag['tags']}")
-        if sorted(new_dag["tasks"]) != sorted(old_dag["tasks"]):
-            differences.append(
-                f"{dag_id}: tasks {sorted(new_dag['tasks'])} != {sorted(old_dag['tasks'])}"
-            )
-            continue
-        for task_id, old_task in sorted(old_dag["tasks"].items()):
-            for field in SCHEDULING_FIELDS:
-                if new_dag["tasks"][task_id][field] != old_task[field]:
-                    differences.append(
-                        f"{dag_id}.{task_id}: {field} {new_dag['tasks'][task_id][field]!r} "
-                        f"!= 7.5.0's {old_task[field]!r}"
-                    )
+    differences = schedule_differences(old, new)
     assert not differences, "\n".join(differences)
 
 
