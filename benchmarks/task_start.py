@@ -182,11 +182,14 @@ class Bench:
         assert script is not None
         pip_env = self.env(False)
         self.once(script, pip_env)  # warms pip's cache, as on a worker
+        # Alternated, so that a drift of the machine (page cache, disk) hits both scripts alike.
+        samples["pip fresh"] = []
         if previous is not None:
-            samples["pip fresh (previous script)"] = [
-                self.once(previous, pip_env) for _ in range(runs)
-            ]
-        samples["pip fresh"] = [self.once(script, pip_env) for _ in range(runs)]
+            samples["pip fresh (previous script)"] = []
+        for _ in range(runs):
+            if previous is not None:
+                samples["pip fresh (previous script)"].append(self.once(previous, pip_env))
+            samples["pip fresh"].append(self.once(script, pip_env))
         cold = []
         for index in range(runs):
             cold.append(
@@ -249,7 +252,8 @@ def example_pipeline(workdir: Path) -> Pipeline:
 
 
 def real_pipeline() -> Pipeline:
-    sys.path.insert(0, str(REPO_ROOT / "tests"))
+    # What pytest puts on the path (pyproject: pythonpath = ["tests", "scripts"]).
+    sys.path[:0] = [str(REPO_ROOT / "tests"), str(REPO_ROOT / "scripts")]
     from helpers.client_venvs import PINS
     from helpers.client_venvs import pip_download
     from helpers.client_venvs import python313
