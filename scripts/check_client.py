@@ -40,7 +40,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import random
 import re
 import subprocess
@@ -61,16 +60,17 @@ sys.path.insert(0, str(REPO_ROOT / "tests"))
 from clients.support import Client  # noqa: E402
 from clients.support import _write_outcome  # noqa: E402
 from clients.support import client_env  # noqa: E402
+from clients.support import run_client_suite  # noqa: E402
 from clients.support import run_probe  # noqa: E402
 from clients.support import schedule_differences  # noqa: E402
 from clients.support import scratch_inventory_on  # noqa: E402
 from helpers.client_venvs import CACHE_ROOT  # noqa: E402
-from helpers.client_venvs import _prune  # noqa: E402
 from helpers.client_venvs import _python_version  # noqa: E402
-from helpers.client_venvs import _uv_install  # noqa: E402
 from helpers.client_venvs import digest  # noqa: E402
+from helpers.client_venvs import pinned_venv  # noqa: E402
 from helpers.client_venvs import python313  # noqa: E402
 from helpers.client_venvs import uv_binary  # noqa: E402
+from helpers.release import build_core_wheels  # noqa: E402
 from helpers.release import build_once  # noqa: E402
 from helpers.release import run  # noqa: E402
 from helpers.services import private_redis  # noqa: E402
@@ -167,40 +167,18 @@ def resolve(dist: str, version: str | None) -> tuple[str, Path, str]:
 
 
 def venv(name: str, pins: Path, extras: list[str | Path]) -> Path:
-    """A cached venv of ``pins`` + ``extras`` (a requirement or wheel files), all ``--no-deps``."""
-    python = python313()
-    key = digest(pins, _python_version(python), *extras)
-
-    def produce(folder: Path) -> None:
-        result = run([uv_binary(), "venv", "--quiet", "--python", python, folder / "venv"])
-        if result.returncode != 0:
-            raise SetupError(f"uv venv failed:\n{result.stdout}{result.stderr}")
-        try:
-            _uv_install(folder / "venv" / "bin" / "python", ["-r", str(pins), *map(str, extras)])
-        except AssertionError as error:
-            raise SetupError(str(error)) from None
-
-    root = CACHE_ROOT / "venvs"
-    folder = build_once(root, f"{name}-{key}", produce)
-    os.utime(root / f"{name}-{key}.done")  # used now: _prune keeps it
-    _prune(root, name, folder)  # venvs of the same name unused for two days
-    return folder / "venv" / "bin" / "python"
+    """A cached venv of ``pins`` + ``extras`` (tests/clients' ``pinned_venv``, another pins file)."""
+    try:
+        return pinned_venv(name, extras, pins=pins)
+    except AssertionError as error:
+        raise SetupError(str(error)) from None
 
 
 def build_wheels(outdir: Path) -> list[Path]:
-    result = run(
-        [
-            sys.executable,
-            REPO_ROOT / "scripts" / "build_dists.py",
-            "--wheel-only",
-            "--outdir",
-            outdir,
-        ]
-    )
-    wheels = sorted(outdir.glob("*.whl"))
-    if result.returncode != 0 or len(wheels) != 5:
-        raise SetupError(f"scripts/build_dists.py failed:\n{result.stdout}{result.stderr}")
-    return wheels
+    try:
+        return build_core_wheels(outdir)
+    except AssertionError as error:
+        raise SetupError(str(error)) from None
 
 
 def _step(report: dict[str, Any], name: str) -> tuple[bool, Any, str]:
@@ -382,32 +360,15 @@ def _venv_name(python: Path) -> str:
 def _suite(python: Path, client: Client, timeout: float, workers: int, folder: Path) -> None:
     """``outcome.json`` of the pipeline's own tests, as tests/clients runs them (own Redis).
 
-    Like support.run_client_suite, with a timeout of our own (some suites take over 25 minutes
-    on two cores) and optionally pytest-xdist workers (the pipelines' test extra has it).
+    With a timeout of our own (some suites take over 25 minutes on two cores), recorded as an
+    outcome with no tests instead of ending the whole check, and optionally pytest-xdist workers.
     """
-    junit = folder / "junit.xml"
-    (folder / "cwd").mkdir()
-    command: list[str | Path] = [
-        python, "-m", "pytest", "--pyargs", f"{client.package}.tests",
-        "-p", "no:cacheprovider", "-q", f"--junitxml={junit}",
-    ]  # fmt: skip
-    if workers:
-        command += ["-n", str(workers)]
     started = time.monotonic()
-    with private_redis(folder / "redis") as port:
-        env = client_env(MESH_CONFIG=scratch_inventory_on(port))
-        try:
-            result = subprocess.run(
-                [str(part) for part in command],
-                env=env,
-                cwd=folder / "cwd",
-                capture_output=True,
-                text=True,
-                timeout=timeout,
-            )
-        except subprocess.TimeoutExpired:
-            result = subprocess.CompletedProcess(command, -9, "", f"timed out after {timeout} s")
-    _write_outcome(folder, junit, result, started)
+    try:
+        run_client_suite(python, client, folder, timeout=timeout, workers=workers)
+    except subprocess.TimeoutExpired:
+        result = subprocess.CompletedProcess([], -9, "", f"timed out after {timeout} s")
+        _write_outcome(folder, folder / "junit.xml", result, started)
 
 
 def check_deps(out: Report, pythons: dict[str, Path]) -> None:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -23,9 +22,8 @@ from helpers.client_venvs import PINS
 from helpers.client_venvs import pinned_venv
 from helpers.client_venvs import pip_download
 from helpers.client_venvs import rewrite_requirement
-from helpers.release import REPO_ROOT
+from helpers.release import build_core_wheels
 from helpers.release import build_once
-from helpers.release import run
 from helpers.release import wheel_metadata
 
 CLIENT_REQUIREMENTS = ["dkist-processing-test==1.46.0", "dkist-processing-ops==1.11.8"]
@@ -36,15 +34,7 @@ MIGRATED_CORE_PIN = "dkist-processing-core>=8"
 @pytest.fixture(scope="session")
 def core_wheels(shared_tmp: Path) -> list[Path]:
     """This checkout's five wheels, built by scripts/build_dists.py."""
-
-    def produce(folder: Path) -> None:
-        script = REPO_ROOT / "scripts" / "build_dists.py"
-        result = run([sys.executable, script, "--wheel-only", "--outdir", folder])
-        assert result.returncode == 0, (
-            f"scripts/build_dists.py failed:\n{result.stdout}{result.stderr}"
-        )
-
-    wheels = sorted(build_once(shared_tmp, "client-core-wheels", produce).glob("*.whl"))
+    wheels = sorted(build_once(shared_tmp, "client-core-wheels", build_core_wheels).glob("*.whl"))
     assert len(wheels) == 5, f"expected five wheels, got {[w.name for w in wheels]}"
     return wheels
 

@@ -173,40 +173,33 @@ def scratch_inventory_on(port: int) -> str:
     return json.dumps({"automated-processing-scratch-inventory": service})
 
 
-def run_client_suite(python: Path, client: Client, folder: Path) -> None:
+def run_client_suite(
+    python: Path, client: Client, folder: Path, *, timeout: float = 1500, workers: int = 0
+) -> None:
     """Run the client's own tests; write ``folder/outcome.json`` (test id -> outcome, timing).
 
     The suites fill Redis databases and leave them; they get a Redis server of their own.
+    ``workers``: pytest-xdist processes (the clients' test extras have it); 0 runs in one process.
     """
     junit = folder / "junit.xml"
     (folder / "cwd").mkdir()
+    command: list[str | Path] = [
+        python, "-m", "pytest", "--pyargs", f"{client.package}.tests",
+        "-p", "no:cacheprovider", "-q", f"--junitxml={junit}",
+    ]  # fmt: skip
+    if workers:
+        command += ["-n", str(workers)]
     started = time.monotonic()
     with private_redis(folder / "redis") as port:
-        result = _run_suite(python, client, folder, junit, scratch_inventory_on(port))
+        result = subprocess.run(
+            command,
+            env=client_env(MESH_CONFIG=scratch_inventory_on(port)),
+            cwd=folder / "cwd",
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
     _write_outcome(folder, junit, result, started)
-
-
-def _run_suite(
-    python: Path, client: Client, folder: Path, junit: Path, mesh_config: str
-) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [
-            python,
-            "-m",
-            "pytest",
-            "--pyargs",
-            f"{client.package}.tests",
-            "-p",
-            "no:cacheprovider",
-            "-q",
-            f"--junitxml={junit}",
-        ],
-        env=client_env(MESH_CONFIG=mesh_config),
-        cwd=folder / "cwd",
-        capture_output=True,
-        text=True,
-        timeout=1500,
-    )
 
 
 def _write_outcome(

@@ -33,8 +33,6 @@ pytestmark = pytest.mark.clients
 CORES = ["old", "new"]
 Probe = Callable[[str, Client], dict[str, Any]]
 
-# What the scheduler uses of each task; compared between the 7.5.0 export and ours.
-
 
 def test_new_venv_breaks_only_the_old_core_pin(venvs: dict[str, Path]) -> None:
     result = run([uv_binary(), "pip", "check", "--python", venvs["new"]])

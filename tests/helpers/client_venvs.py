@@ -122,19 +122,19 @@ def _prune(root: Path, prefix: str, keep: Path) -> None:
             done.unlink(missing_ok=True)
 
 
-def pinned_venv(kind: str, extras: list[str | Path]) -> Path:
-    """The interpreter of a cached venv: pins + ``extras`` (a requirement or wheel files), no deps.
+def pinned_venv(kind: str, extras: list[str | Path], *, pins: Path = PINS) -> Path:
+    """The interpreter of a cached venv: ``pins`` + ``extras`` (a requirement or wheel files), no deps.
 
     ``kind`` names the cache folder ("old", "new"); wheel files count by content in the key.
     """
     python = python313()
-    key = digest(PINS, _python_version(python), *extras)
+    key = digest(pins, _python_version(python), *extras)
     root = CACHE_ROOT / "venvs"
 
     def produce(folder: Path) -> None:
         result = run([uv_binary(), "venv", "--quiet", "--python", python, folder / "venv"])
         assert result.returncode == 0, f"uv venv failed:\n{result.stdout}{result.stderr}"
-        _uv_install(folder / "venv" / "bin" / "python", ["-r", str(PINS), *map(str, extras)])
+        _uv_install(folder / "venv" / "bin" / "python", ["-r", str(pins), *map(str, extras)])
 
     folder = build_once(root, f"{kind}-{key}", produce)
     os.utime(root / f"{kind}-{key}.done")

@@ -119,6 +119,16 @@ def build_wheel(project_dir: Path, outdir: Path) -> Path:
     return wheel
 
 
+def build_core_wheels(outdir: Path) -> list[Path]:
+    """This checkout's five wheels in ``outdir``, by the documented ``scripts/build_dists.py``."""
+    script = REPO_ROOT / "scripts" / "build_dists.py"
+    result = run([sys.executable, script, "--wheel-only", "--outdir", outdir])
+    assert result.returncode == 0, f"scripts/build_dists.py failed:\n{result.stdout}{result.stderr}"
+    wheels = sorted(outdir.glob("*.whl"))
+    assert len(wheels) == 5, f"expected five wheels, got {[w.name for w in wheels]}"
+    return wheels
+
+
 def download_dependencies(wheels: list[Path], wheelhouse: Path) -> None:
     """Put the third-party dependencies of ``wheels`` into ``wheelhouse`` for offline installs.
 
