@@ -109,6 +109,7 @@ def test_wheels_hold_only_their_own_modules(lean_worker):
         "naming.py",
         "resource_queue.py",
         "notebook_utils.py",
+        "workflow.py",
     } <= task_files
     assert {"config.py", "telemetry.py", "logging.py"} <= telemetry_files
     assert "__init__.py" not in telemetry_files
@@ -179,3 +180,44 @@ def test_lean_venv_notebook_helpers_name_the_extra(lean_worker):
     result = run_python(code, clean_environment(), python=str(lean_worker["python"]))
     assert result.returncode == 0, result.stderr
     assert "dkist-processing-core-task[notebook]" in result.stdout
+
+
+def test_lean_venv_resolves_the_workflow_module_for_common(lean_worker):
+    # dkist-processing-common's tasks/base.py: `from dkist_processing_core.workflow import dag_name`
+    # (and its tests: workflow_name_from_details); core-task alone must answer both.
+    code = """
+        import json
+        from dkist_processing_core.workflow import dag_name, workflow_name_from_details
+        import dkist_processing_core.workflow as module
+        answers = {
+            "dag_name": dag_name(workflow_name="l0_to_l1_vbi", workflow_version="2.3.0"),
+            "details": workflow_name_from_details(input_data="l0", output_data="l1", category="vbi"),
+            "file": module.__file__,
+        }
+        try:
+            from dkist_processing_core.workflow import Workflow
+        except ImportError as error:
+            answers["Workflow"] = str(error)
+        try:
+            module.WorkflowError
+        except ImportError as error:
+            answers["WorkflowError"] = str(error)
+        try:
+            module.no_such_name
+        except AttributeError as error:
+            answers["unknown"] = f"AttributeError: {error}"
+        print(json.dumps(answers))
+    """
+    result = run_python(code, clean_environment(), python=str(lean_worker["python"]))
+    assert result.returncode == 0, result.stderr
+    answers = json.loads(result.stdout)
+    assert answers["dag_name"] == "l0_to_l1_vbi_2.3.0"
+    assert answers["details"] == "l0_to_l1_vbi"
+    assert "site-packages" in answers["file"]
+    for name in ("Workflow", "WorkflowError"):
+        assert (
+            f"dkist_processing_core.workflow.{name} is provided by the distribution"
+            in answers[name]
+        )
+        assert "pip install dkist-processing-core-workflow" in answers[name]
+    assert answers["unknown"].startswith("AttributeError: module 'dkist_processing_core.workflow'")

@@ -122,7 +122,7 @@ import sys
 class HideWorkflowDistribution:
     # Behaves as if dkist-processing-core-workflow were not installed.
     def find_spec(self, name, path=None, target=None):
-        if name in ("dkist_processing_core.workflow", "dkist_processing_core.node"):
+        if name in ("dkist_processing_core._workflow_model", "dkist_processing_core.node"):
             raise ModuleNotFoundError(f"No module named {name!r}", name=name)
         return None
 
@@ -130,14 +130,24 @@ sys.meta_path.insert(0, HideWorkflowDistribution())
 """
 
 
-@pytest.mark.parametrize("name", ["Workflow", "Node"])
-def test_workflow_names_without_the_workflow_distribution(name):
+@pytest.mark.parametrize(
+    ("module", "name"),
+    [
+        ("dkist_processing_core", "Workflow"),
+        ("dkist_processing_core", "Node"),
+        ("dkist_processing_core.workflow", "Workflow"),
+        ("dkist_processing_core.workflow", "WorkflowCycleError"),
+    ],
+)
+def test_workflow_names_without_the_workflow_distribution(module, name):
     code = (
         HIDE_WORKFLOW
         + f"""
 from dkist_processing_core import TaskBase, ResourceQueue  # still fine on a lean worker
+from dkist_processing_core.workflow import dag_name, workflow_name_from_details  # so is this
+assert dag_name("a", "1") == "a_1"
 try:
-    from dkist_processing_core import {name}
+    from {module} import {name}
 except ImportError as error:
     print(error)
 else:
@@ -156,7 +166,7 @@ def test_error_inside_an_installed_module_is_not_disguised():
 import sys
 class Raising:
     def find_spec(self, name, path=None, target=None):
-        if name == "dkist_processing_core.workflow":
+        if name == "dkist_processing_core._workflow_model":
             raise ModuleNotFoundError("No module named 'some_dependency'", name="some_dependency")
 sys.meta_path.insert(0, Raising())
 try:

@@ -21,7 +21,7 @@ from dkist_processing_core.errors import UsageError
 from dkist_processing_core.node import DOTTED_NAME_RE
 
 if TYPE_CHECKING:
-    from dkist_processing_core.workflow import Workflow
+    from dkist_processing_core._workflow_model import Workflow
 
 __all__ = [
     "Found",
@@ -111,7 +111,7 @@ def _import_problem(module_name: str, error: BaseException) -> Problem:
 
 
 def discover(package: PackageLike) -> tuple[str, list[Found], list[Problem]]:
-    from dkist_processing_core.workflow import Workflow
+    from dkist_processing_core._workflow_model import Workflow
 
     try:
         root = _resolve_package(package)

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 from dkist_processing_core.resource_queue import ResourceQueue
 
 if TYPE_CHECKING:
-    from dkist_processing_core.workflow import Workflow
+    from dkist_processing_core._workflow_model import Workflow
 
 __all__ = ["mermaid_flowchart"]
 

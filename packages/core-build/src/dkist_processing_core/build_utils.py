@@ -46,7 +46,7 @@ from dkist_processing_core._export_target import staged_export
 from dkist_processing_core._mermaid import mermaid_flowchart
 
 if TYPE_CHECKING:
-    from dkist_processing_core.workflow import Workflow
+    from dkist_processing_core._workflow_model import Workflow
 
 __all__ = [
     "DEFAULT_BASE_IMAGE",
@@ -70,7 +70,7 @@ Progress = Callable[[str], None]
 # ------------------------------------------------------------------------------- validation
 def _workflow_problems(found: list[Found]) -> tuple[list[Found], list[Problem]]:
     """Check each workflow and find duplicate DAG ids; return the exportable ones and the problems."""
-    from dkist_processing_core.workflow import WorkflowError
+    from dkist_processing_core._workflow_model import WorkflowError
 
     problems: list[Problem] = []
     healthy: list[Found] = []

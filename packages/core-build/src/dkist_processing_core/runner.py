@@ -25,7 +25,7 @@ from dkist_processing_core.errors import UsageError
 from dkist_processing_core.run_task import parse_recipe_run_id
 
 if TYPE_CHECKING:
-    from dkist_processing_core.workflow import Workflow
+    from dkist_processing_core._workflow_model import Workflow
 
 __all__ = [
     "ENGINES",

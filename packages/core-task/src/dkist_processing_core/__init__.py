@@ -12,7 +12,6 @@ Importing the package fails with one clear message where the previous single-dis
 from __future__ import annotations
 
 import pkgutil
-from importlib import import_module
 from typing import TYPE_CHECKING
 from typing import Any
 
@@ -34,10 +33,10 @@ def _refuse_previous_core_beside_us() -> None:
 _refuse_previous_core_beside_us()
 
 if TYPE_CHECKING:
+    from dkist_processing_core._workflow_model import Workflow
     from dkist_processing_core.node import Node
     from dkist_processing_core.resource_queue import ResourceQueue
     from dkist_processing_core.task import TaskBase
-    from dkist_processing_core.workflow import Workflow
 
 __all__ = ["Node", "ResourceQueue", "TaskBase", "Workflow", "__version__"]
 
@@ -45,7 +44,7 @@ __all__ = ["Node", "ResourceQueue", "TaskBase", "Workflow", "__version__"]
 _LAZY_NAMES: dict[str, tuple[str, str]] = {
     "TaskBase": ("dkist_processing_core.task", "dkist-processing-core-task"),
     "ResourceQueue": ("dkist_processing_core.resource_queue", "dkist-processing-core-task"),
-    "Workflow": ("dkist_processing_core.workflow", "dkist-processing-core-workflow"),
+    "Workflow": ("dkist_processing_core._workflow_model", "dkist-processing-core-workflow"),
     "Node": ("dkist_processing_core.node", "dkist-processing-core-workflow"),
 }
 
@@ -59,16 +58,9 @@ def __getattr__(name: str) -> Any:
         module_name, dist = _LAZY_NAMES[name]
     except KeyError:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}") from None
-    try:
-        module = import_module(module_name)
-    except ModuleNotFoundError as error:
-        if error.name != module_name:
-            raise
-        raise ImportError(
-            f"dkist_processing_core.{name} is provided by the distribution {dist!r}, which is not "
-            f"installed here. Install it with: pip install {dist}",
-            name=module_name,
-        ) from None
+    from dkist_processing_core._lazy import load_module
+
+    module = load_module(module_name, dist, f"dkist_processing_core.{name}")
     value = getattr(module, name)
     globals()[name] = value
     return value

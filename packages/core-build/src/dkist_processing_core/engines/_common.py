@@ -23,7 +23,7 @@ from typing import Protocol
 from dkist_processing_core.errors import DKISTProcessingCoreError
 
 if TYPE_CHECKING:
-    from dkist_processing_core.workflow import Workflow
+    from dkist_processing_core._workflow_model import Workflow
 
 __all__ = [
     "Engine",

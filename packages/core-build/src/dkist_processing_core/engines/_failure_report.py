@@ -8,9 +8,9 @@ from typing import TYPE_CHECKING
 from typing import Any
 
 if TYPE_CHECKING:
+    from dkist_processing_core._workflow_model import Workflow
     from dkist_processing_core.engines._common import TaskResult
     from dkist_processing_core.node import Node
-    from dkist_processing_core.workflow import Workflow
 
 __all__ = ["failure_context", "report_on_isb"]
 

@@ -38,7 +38,7 @@ from dkist_processing_core.engines._common import TaskResult
 from dkist_processing_core.engines._common import TaskState
 
 if TYPE_CHECKING:
-    from dkist_processing_core.workflow import Workflow
+    from dkist_processing_core._workflow_model import Workflow
 
 __all__ = ["AirflowEngine"]
 

@@ -51,8 +51,8 @@ from dkist_processing_core.engines._failure_report import report_on_isb
 from dkist_processing_core.run_task import RECIPE_RUN_ID_VARIABLE
 
 if TYPE_CHECKING:
+    from dkist_processing_core._workflow_model import Workflow
     from dkist_processing_core.node import Node
-    from dkist_processing_core.workflow import Workflow
 
 __all__ = ["LocalEngine"]
 

@@ -1,6 +1,6 @@
-"""What the renderers read of a workflow: the shape of :class:`dkist_processing_core.workflow.Workflow`.
+"""What the renderers read of a workflow: the shape of :class:`dkist_processing_core._workflow_model.Workflow`.
 
-The renderers depend on this shape, not on the ``workflow`` module, whose thin methods
+The renderers depend on this shape, not on the ``_workflow_model`` module, whose thin methods
 (``export_dag``, ``export_notebook``, ``load``) call them: the dependency points one way.
 """
 

@@ -158,6 +158,9 @@ class Workflow:
         built_in_tags = [self.workflow_version, *(str(part) for part in parts)]
         self.tags: list[str] = _dedup([*_validate_tags(tags), *built_in_tags])
         self._nodes: list[Node] = []
+        # Indexes of _nodes, so that add_node's checks cost the same for the 5,000th node as the first.
+        self._by_task: dict[type[TaskBase], Node] = {}
+        self._by_task_id: dict[str, Node] = {}
 
     @property
     def dag_id(self) -> str:
@@ -183,29 +186,30 @@ class Workflow:
     ) -> Node:
         """Add ``task`` after its ``upstreams`` (which must already be in the workflow)."""
         node = Node(task, upstreams=upstreams, resource_queue=resource_queue, pip_extras=pip_extras)
-        for existing in self._nodes:
-            if existing.task is node.task:
-                raise WorkflowError(f"{node.task_id} is already in workflow {self.workflow_name!r}")
-            if existing.task_id == node.task_id:
-                raise WorkflowError(
-                    f"{node.module_path}.{node.task_id} has the same task id as "
-                    f"{existing.module_path}.{existing.task_id} in workflow {self.workflow_name!r}; "
-                    "task class names must be unique within a workflow"
-                )
-        known = {existing.task for existing in self._nodes}
+        if node.task in self._by_task:
+            raise WorkflowError(f"{node.task_id} is already in workflow {self.workflow_name!r}")
+        existing = self._by_task_id.get(node.task_id)
+        if existing is not None:
+            raise WorkflowError(
+                f"{node.module_path}.{node.task_id} has the same task id as "
+                f"{existing.module_path}.{existing.task_id} in workflow {self.workflow_name!r}; "
+                "task class names must be unique within a workflow"
+            )
         for upstream in node.upstreams:
             if upstream is node.task:
                 raise WorkflowCycleError(
                     f"{node.task_id} lists itself as an upstream, which would make a cycle in "
                     f"workflow {self.workflow_name!r}"
                 )
-            if upstream not in known:
+            if upstream not in self._by_task:
                 name = getattr(upstream, "__name__", repr(upstream))
                 raise WorkflowError(
                     f"{node.task_id} lists upstream {name}, which is not in workflow "
                     f"{self.workflow_name!r}; add {name} before {node.task_id}"
                 )
         self._nodes.append(node)
+        self._by_task[node.task] = node
+        self._by_task_id[node.task_id] = node
         return node
 
     def topological_sort(self) -> list[Node]:
