@@ -117,3 +117,18 @@ def task_wheelhouses(shared_tmp: Path, core_wheels: list[Path]) -> dict[str, Pat
 
     new = build_once(shared_tmp, "client-task-wheelhouse-new", assemble)
     return {"old": old, "new": new}
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """Show the lean-worker figures (test_lean_worker.py) also under pytest-xdist, which hides -s."""
+    figures = [
+        value
+        for reports in terminalreporter.stats.values()
+        for report in reports
+        for name, value in getattr(report, "user_properties", [])
+        if name == "lean_footprint"
+    ]
+    if figures:
+        terminalreporter.section("lean worker, measured")
+        for line in dict.fromkeys(figures):
+            terminalreporter.write_line(str(line))

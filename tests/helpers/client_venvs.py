@@ -42,6 +42,7 @@ __all__ = [
     "digest",
     "pinned_venv",
     "pip_download",
+    "prune_stale",
     "python313",
     "rewrite_requirement",
     "uv_binary",
@@ -114,7 +115,8 @@ def _uv_install(python: Path, arguments: list[str]) -> None:
     )
 
 
-def _prune(root: Path, prefix: str, keep: Path) -> None:
+def prune_stale(root: Path, prefix: str, keep: Path) -> None:
+    """Remove ``root``'s ``PREFIX-*`` folders other than ``keep`` not used for two days."""
     for done in root.glob(f"{prefix}-*.done"):
         folder = done.with_suffix("")
         if folder != keep and time.time() - done.stat().st_mtime > _STALE_AFTER_S:
@@ -138,7 +140,7 @@ def pinned_venv(kind: str, extras: list[str | Path], *, pins: Path = PINS) -> Pa
 
     folder = build_once(root, f"{kind}-{key}", produce)
     os.utime(root / f"{kind}-{key}.done")
-    _prune(root, kind, folder)
+    prune_stale(root, kind, folder)
     return folder / "venv" / "bin" / "python"
 
 
