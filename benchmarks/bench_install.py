@@ -2,7 +2,7 @@
 
 Builds the core-telemetry and core-task wheels from this checkout and, once, a wheelhouse of
 their third-party dependencies (cached in benchmarks/results/cache/; neither step is timed).
-Then, like the bash script of an exported DAG: ``python -m venv --without-pip`` and an offline
+Then, like the worker program of an exported DAG (pip path): ``python -m venv --without-pip`` and an offline
 ``python -m pip --python VENV/bin/python install dkist-processing-core-task`` from those folders
 (timed separately). Reports the number of installed distributions (without pip), the venv size
 and the install time.
@@ -123,7 +123,7 @@ def _pip_mb(venv: Path) -> float:
 def _install(
     ctx: Context, venv: Path, wheels: Path, wheelhouse: Path, options: list[str]
 ) -> tuple[float, float]:
-    """The DAG's bash script: a venv without pip, then the outer pip installs into it."""
+    """The worker program's pip path: a venv without pip, then the outer pip installs into it."""
     shutil.rmtree(venv, ignore_errors=True)
     created = check(
         run_measured([ctx.python, "-m", "venv", "--without-pip", venv]), "python -m venv"
@@ -151,7 +151,7 @@ def run(ctx: Context) -> list[Row]:
     for _ in range(runs):
         if not ctx.quick:
             no_compile_seconds.append(_install(ctx, venv, wheels, wheelhouse, ["--no-compile"])[1])
-        # last: installed like the DAG's bash script does; this venv is kept for (b) and (c)
+        # last: installed like the worker program does; this venv is kept for (b) and (c)
         created, installed = _install(ctx, venv, wheels, wheelhouse, [])
         venv_seconds.append(created)
         install_seconds.append(installed)

@@ -8,7 +8,9 @@
 (a) lean worker install, (b) TaskBase import, (c) no-op task process, (d) validate + export
 50 workflows x 20 nodes, (e) DagBag parse of those 50 files against files importing the whole
 package, (f) test suite with -n auto vs -n 0, (g) task start of the example pipeline (pip, uv,
-venv cache; benchmarks/task_start.py has the real pipeline too). Each figure is a median over the runs. The
+venv cache; benchmarks/task_start.py has the real pipeline too), (h) validate/export against
+Airflow's DagBag floor, (i) what an exported task costs Airflow (file, serialized, rendered), DagBag
+parse against 7.5.0 in the Python 3.13 client venvs, and add_node on long chains. Each figure is a median over the runs. The
 "compare" column is the same figure from --compare-venv (for (a): that venv's package count and
 size as installed; for (e): the control files that import the whole package eagerly);
 "ratio" is compare / ours, so > 1 means we are faster or smaller. Targets come from issue #7;
@@ -34,6 +36,7 @@ import bench_dagbag
 import bench_import
 import bench_install
 import bench_noop_task
+import bench_shape
 import bench_task_start
 import bench_tests
 import bench_validate_floor
@@ -52,6 +55,7 @@ BENCHMARKS = [
     bench_dagbag,
     bench_validate_floor,
     bench_task_start,
+    bench_shape,
     bench_tests,
 ]
 DEFAULT_JSON = REPO_ROOT / "benchmarks" / "results" / "latest.json"

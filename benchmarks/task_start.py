@@ -1,14 +1,16 @@
-"""(g) Task start: from the worker script's start to the task's ``run()``, per way of making the venv.
+"""(g) Task start: from the worker's start to the task's ``run()``, per way of making the venv.
 
     python benchmarks/task_start.py                 # the example pipeline, median of 3 runs
     python benchmarks/task_start.py --real          # also dkist-processing-test 1.46.0 (Python 3.13)
     python benchmarks/task_start.py --runs 5 --json out.json
 
-The exported worker script runs as a BashOperator runs it (``bash -c``, values in the environment)
-and starts a probe task (a ``TaskBase`` on ``PYTHONPATH``) that writes the time its ``run()`` began;
-the figure is that time minus the time the script was started. Scenarios:
+The exported task's command (``worker.WORKER_COMMAND``: the worker program of core-task) runs as a
+BashOperator runs it (``bash -c``, values in the environment) and starts a probe task (a
+``TaskBase`` on ``PYTHONPATH``) that writes the time its ``run()`` began; the figure is that time
+minus the time the command was started. Scenarios:
 
-- ``pip fresh (previous script)``: the script of the base commit (no uv, no cache), for regressions;
+- ``pip fresh (previous script)``: the bash script of the base commit (no uv, no cache), for
+  regressions;
 - ``pip fresh``: no uv on PATH, no venv cache (pip's own cache warm, as on a worker);
 - ``uv fresh, cold``: uv on PATH, an empty uv cache every run;
 - ``uv fresh, warm``: uv on PATH, its cache warmed by an untimed run;
@@ -59,12 +61,12 @@ class Probe(TaskBase):
 
 
 def _script(ref: str | None = None) -> str | None:
-    """The worker script of this checkout, or BASH_SCRIPT of the DAG writer at ``ref`` (None if
+    """The task command of this checkout, or BASH_SCRIPT of the DAG writer at ``ref`` (None if
     git cannot show it, e.g. in a shallow clone)."""
     if ref is None:
-        from dkist_processing_core.export.dag import BASH_SCRIPT
+        from dkist_processing_core.worker import WORKER_COMMAND
 
-        return BASH_SCRIPT
+        return WORKER_COMMAND
     shown = subprocess.run(
         ["git", "show", f"{ref}:packages/core-workflow/src/dkist_processing_core/export/dag.py"],
         cwd=REPO_ROOT,
@@ -111,13 +113,10 @@ def _worker_bin(folder: Path, python: Path, with_uv: bool) -> Path:
 
 class Bench:
     def __init__(self, pipeline: Pipeline, workdir: Path) -> None:
-        from dkist_processing_core.export.dag import WORKER_PY
-
         self.pipeline, self.workdir = pipeline, workdir
         self.probe_dir = workdir / "probe"
         self.probe_dir.mkdir(parents=True, exist_ok=True)
         (self.probe_dir / "bench_task_start_probe.py").write_text(PROBE)
-        self.worker_py = WORKER_PY
 
     def env(self, with_uv: bool, **more: str) -> dict[str, str]:
         env = {
@@ -131,14 +130,18 @@ class Bench:
             "PIP_DISABLE_PIP_VERSION_CHECK": "1",
             "PYTHONPATH": str(self.probe_dir),
             "RECIPE_RUN_ID": "1",
+            # the worker program's inputs, and what Airflow adds (the DAG id)
+            "DKIST_WORKER_PYTHON": sys.executable,
+            "DKIST_TASK": "bench_task_start_probe.Probe",
+            "DKIST_REQUIREMENT": self.pipeline.requirement,
+            "AIRFLOW_CTX_DAG_ID": f"bench_{self.pipeline.requirement.rpartition('==')[2]}",
+            "DKIST_PIP_TIMEOUT": "15",
+            "DKIST_PIP_RETRIES": "2",
+            # what the previous bash script read instead
             "DKIST_TASK_MODULE": "bench_task_start_probe",
             "DKIST_TASK_CLASS": "Probe",
             "DKIST_WORKFLOW_NAME": "bench",
             "DKIST_WORKFLOW_VERSION": "1",
-            "DKIST_REQUIREMENT": self.pipeline.requirement,
-            "DKIST_PIP_TIMEOUT": "15",
-            "DKIST_PIP_RETRIES": "2",
-            "DKIST_WORKER_PY": self.worker_py,
             "BENCH_PROBE_FILE": str(self.workdir / "probe.ns"),
         }
         env.update(more)
@@ -159,7 +162,9 @@ class Bench:
         probe = Path(env["BENCH_PROBE_FILE"])
         probe.unlink(missing_ok=True)
         if contract:
-            command = [str(python), "-c", self.worker_py, "contract"]
+            from dkist_processing_core.worker._steps import CONTRACT
+
+            command = [str(python), "-c", CONTRACT]
         else:
             command = [
                 str(python),

@@ -15,6 +15,9 @@ ERRORS = [
     ("dkist_processing_core.isb_outbox", "InvalidMessageError", ValueError, 1),
     ("dkist_processing_core.naming", "NamingError", ValueError, 1),
     ("dkist_processing_core.run_task", "InvocationError", ValueError, 2),
+    ("dkist_processing_core.recipe_run_id", "RecipeRunIdError", ValueError, 2),
+    # its own `status` (the worker's exit status: 2, or the installer's) is set per instance
+    ("dkist_processing_core.worker._protocol", "WorkerError", Exception, 1),
     ("dkist_processing_core.node", "WorkflowError", ValueError, 1),
     ("dkist_processing_core.node", "WorkflowCycleError", ValueError, 1),
     ("dkist_processing_core.build_utils", "ExportTargetError", ValueError, 1),
@@ -41,13 +44,10 @@ def test_no_other_exception_class_in_the_product():
     import ast
     from pathlib import Path
 
-    # SetupError: the worker script's helper (export/worker_env.py) runs on a worker's bare python3
-    # with the standard library only, so it cannot derive from the root.
     listed = {name for _, name, _, _ in ERRORS} | {
         "DKISTProcessingCoreError",
         "UsageError",
         "FatalBrokerError",
-        "SetupError",
     }
     found = set()
     for path in (

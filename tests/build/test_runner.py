@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 from dkist_processing_core.isb import FAILURE_ROUTING_KEY
+from dkist_processing_core.worker import read_events
 from helpers.build_cli import EXAMPLE_PACKAGE
 from helpers.build_cli import FAILING_PACKAGE
 from helpers.build_cli import cli_command
@@ -235,9 +236,18 @@ def test_engine_airflow_runs_the_example_through_dag_test(cli, scratch):
     # Each task ran in its own throw-away venv installed from the local wheelhouse.
     assert "building wheels of dkist-processing-example" in result.stdout
     # (uv installs when it is on PATH, as in this test environment; pip otherwise)
-    assert re.search(
-        r"environment ready in [0-9.]+ s: installer (uv|pip), cache off", result.stdout
+    setups = [fields for event, fields in read_events(result.stdout) if event == "setup"]
+    assert len(setups) == len(L0_TO_L1_ORDER), result.stdout[-5000:]
+    assert {(fields["installer"], fields["cache"]) for fields in setups} <= {
+        ("uv", "off"),
+        ("pip", "off"),
+    }
+    exits = sorted(
+        (fields["task"], fields["status"])
+        for e, fields in read_events(result.stdout)
+        if e == "exit"
     )
+    assert exits == sorted((task, 0) for task in L0_TO_L1_ORDER)
     assert (
         json.loads((scratch / "recipe-run-31" / "quality.json").read_text())["workflow"]
         == "l0_to_l1_example 1.0.0"

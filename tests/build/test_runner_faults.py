@@ -263,7 +263,7 @@ def test_sigterm_stops_the_airflow_engine_and_every_process_it_started(cli, tmp_
     reader.start()
     try:
         give_up = time.monotonic() + 600
-        # Wait for the first task's bash script, started by Airflow's dag.test() in the child.
+        # Wait for the first task's worker program, started by Airflow's dag.test() in the child.
         while not any(
             " bash " in f" {p} " or "/bash " in p for p in processes_with_variable(marker)
         ):

@@ -8,7 +8,7 @@ Three DAG runs are triggered together through the REST API:
 * the test pipeline's pool probe: two high-memory tasks with no dependency between them,
 * the test pipeline's failing workflow: one task that always fails.
 
-Every task really runs the exported bash script: a throw-away venv, ``pip install`` of the
+Every task really runs the exported command (the worker program of core-task): a throw-away venv, ``pip install`` of the
 pipeline at its pinned version from the wheelhouse, then ``python -m dkist_processing_core.run_task``.
 Where a task ran comes from Airflow (the task instance's ``hostname``, which each worker records as
 its own name) and, for the pool probe, from the task itself (``DKIST_WORKER_NAME``).

@@ -3,7 +3,7 @@
 Each check runs in a client venv (Python 3.13, tests/helpers/client_venvs.py), never in the
 test process: ``run_probe`` (imports, build_utils, DagBag; see client_probe.py),
 ``run_client_suite`` (the client's own tests shipped in its wheel) and ``run_worker_command``
-(the exported BashOperator's script, the way a worker runs it).
+(the exported BashOperator's command, the worker program, the way a worker runs it).
 """
 
 from __future__ import annotations
@@ -224,10 +224,13 @@ def _write_outcome(
 def run_worker_command(
     bash_command: str, operator_env: dict[str, str], python313: Path, wheelhouse: Path, cwd: Path
 ) -> subprocess.CompletedProcess[str]:
-    """Run a BashOperator's script as a worker does: ``bash -c``, its env appended to ours.
+    """Run a BashOperator's command as a worker does: ``bash -c``, its env appended to ours.
 
-    ``python3`` on PATH is the clients' Python 3.13 (a wrapper script, so the interpreter keeps
-    its real path); pip sees only ``wheelhouse`` (offline: ``PIP_NO_INDEX``, no pip config).
+    The command runs the worker program with the operator env's ``DKIST_WORKER_PYTHON``: the
+    interpreter that loaded the DAG (the probe's "new" client venv, which has core-task, as the
+    Airflow side has). ``python3`` on PATH, which the task's venv is made from, is the clients'
+    Python 3.13 (a wrapper script, so the interpreter keeps its real path); pip sees only
+    ``wheelhouse`` (offline: ``PIP_NO_INDEX``, no pip config).
     """
     bin_dir = cwd / "bin"
     bin_dir.mkdir()

@@ -24,6 +24,7 @@ from clients.support import require_services
 from clients.support import run_worker_command
 from clients.support import schedule_differences
 from clients.support import step_value
+from dkist_processing_core.worker import read_events
 from helpers.client_venvs import python313
 from helpers.client_venvs import uv_binary
 from helpers.release import run
@@ -135,7 +136,7 @@ def _operator(report: dict[str, Any], task_id: str) -> tuple[str, dict[str, Any]
 def test_worker_command_runs_a_real_task(
     probe: Probe, task_wheelhouses: dict[str, Path], tmp_path: Path, core: str, client: Client
 ) -> None:
-    """The exported (new core) BashOperator script runs the client's task, offline.
+    """The exported (new core) BashOperator command runs the client's task, offline.
 
     "old": the task venv resolves the pipeline with core 7.5.0 (common pins it, as every pipeline
     does today); "new": common's pin rewritten to ``dkist-processing-core>=8`` + our wheels.
@@ -149,6 +150,7 @@ def test_worker_command_runs_a_real_task(
     assert "{{" not in command, f"{dag_id}.{client.task}: bash_command still holds a template"
     recipe_run_id = random.randint(10**8, 10**9)  # a scratch folder and Redis namespace of its own
     env["RECIPE_RUN_ID"] = str(recipe_run_id)
+    env["AIRFLOW_CTX_DAG_ID"] = dag_id  # what Airflow adds to every task's environment
     frozen = [key for key, value in env.items() if "[frozen]" in str(value)]
     assert frozen, f"{dag_id}.{client.task}: no [frozen] requirement in the operator env {env}"
     for key in frozen:
@@ -162,12 +164,20 @@ def test_worker_command_runs_a_real_task(
     for line in [f"{client.task} complete", *client.log_lines]:
         count = output.count(line)
         assert count == 1, f"the task logged {line!r} {count} times (expected once):\n{shown}"
-    installed = re.findall(r"^dkist-processing-core(?:-task)?==\S+$", output, re.MULTILINE)
+    events = list(read_events(result.stdout))
+    exits = [(fields["task"], fields["status"]) for event, fields in events if event == "exit"]
+    assert exits == [(client.task, 0)], shown
+    (listing,) = [fields["distributions"] for event, fields in events if event == "packages"]
+    core_line = re.compile(r"dkist-processing-core(?:-task)?==\S+")
+    installed = [line for line in listing if core_line.fullmatch(line)]
+    (setup,) = [fields for event, fields in events if event == "setup"]
     if core == "old":
         assert installed == ["dkist-processing-core==7.5.0"], f"task venv cores {installed}"
+        assert setup["runner"] == "contract"  # a 7.x venv: the statement every core understands
     else:
         assert "dkist-processing-core==7.5.0" not in installed, f"task venv cores {installed}"
         assert any(line.startswith("dkist-processing-core-task==") for line in installed), installed
+        assert setup["runner"] == "run_task"
 
 
 @pytest.mark.parametrize("client", CLIENTS, ids=str)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 
 import pytest
+from dkist_processing_core.worker import read_events
 from e2e.support import EXAMPLE_VERSION
 from e2e.support import NOMAD
 from e2e.support import SERVICE_NAME
@@ -75,10 +76,14 @@ def test_example_workflow_runs_in_dependency_order_with_telemetry(e2e):
 
     # 3. Each task ran from a pipeline installed out of the wheelhouse at the pinned version, in a
     #    venv that is gone now.
-    output = run.output
-    assert output.count(f"dkist-processing-example=={EXAMPLE_VERSION}") >= len(upstreams)
-    for task_id in upstreams:
-        assert f"task {task_id} exited with status 0" in output, run.tail()
+    events = list(read_events(run.output))
+    listings = [fields["distributions"] for event, fields in events if event == "packages"]
+    assert len(listings) == len(upstreams), run.tail()
+    assert all(f"dkist-processing-example=={EXAMPLE_VERSION}" in listing for listing in listings)
+    exits = sorted(
+        (fields["task"], fields["status"]) for event, fields in events if event == "exit"
+    )
+    assert exits == sorted((task_id, 0) for task_id in upstreams), run.tail()
     assert e2e.venvs_left() == []
 
     # 4. Spans: per task one root span "{workflow}.{task}" with the spec's attributes, and its
@@ -120,13 +125,13 @@ def test_example_workflow_runs_in_dependency_order_with_telemetry(e2e):
     assert {point.attributes.get("task.name") for point in points} == set(upstreams), points
     assert {point.attributes.get("recipe.run.id") for point in points} == {RECIPE_RUN_ID}
 
-    # 6. The worker script made every task's venv with the installer it found on PATH, said so,
+    # 6. The worker program made every task's venv with the installer it found on PATH, said so,
     #    and the task recorded it: a span "Environment Setup" first in its trace, and a histogram.
     from helpers.worker_script import cache_outcomes
     from helpers.worker_script import installers_used
 
-    assert installers_used(output) == [e2e.installer] * len(upstreams), run.tail()
-    assert cache_outcomes(output) == ["off"] * len(upstreams)
+    assert installers_used(run.output) == [e2e.installer] * len(upstreams), run.tail()
+    assert cache_outcomes(run.output) == ["off"] * len(upstreams)
     for task_id in upstreams:
         root = e2e.receiver.span(f"{WORKFLOW}.{task_id}")
         (setup,) = [

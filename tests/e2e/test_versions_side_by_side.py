@@ -41,7 +41,9 @@ def test_each_dag_run_installs_and_runs_its_own_version(e2e):
     for version, run in runs.items():
         assert run.state == "success", run.tail()
         assert run.task_states == {"ReportVersion": "success"}, run.tail()
-        assert f"{FIXTURE_DISTRIBUTION}=={version}" in run.output  # pip list of the task's venv
+        assert (
+            f"{FIXTURE_DISTRIBUTION}=={version}" in run.output
+        )  # the packages event of the task venv
         others = [other for other in FIXTURE_VERSIONS if other != version]
         for other in others:
             assert f"{FIXTURE_DISTRIBUTION}=={other}" not in run.output, run.tail()

@@ -1,6 +1,7 @@
-"""The exported worker script (``export/worker.sh``) run the way an Airflow worker runs it.
+"""The worker program run the way an Airflow worker runs an exported task: ``bash -c WORKER_COMMAND``.
 
-A worker's ``python3`` is this test interpreter (a wrapper script, so that it keeps its real path);
+The interpreter that runs Airflow (``DKIST_WORKER_PYTHON``) is this test interpreter; a worker's
+``python3`` is this test interpreter too (a wrapper script, so that it keeps its real path);
 whether ``uv`` is on the worker's PATH is the test's choice: :func:`worker_path` is a folder with
 ``python3`` (and ``uv`` for ``installer="uv"``) followed by ``/usr/bin:/bin``. Tools a test needs are looked up here and fail the test, never skip it.
 """
@@ -14,8 +15,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from dkist_processing_core.export.dag import BASH_SCRIPT
-from dkist_processing_core.export.dag import WORKER_PY
+from dkist_processing_core.worker import WORKER_COMMAND
+from dkist_processing_core.worker import read_events
 
 __all__ = [
     "EXAMPLE_REQUIREMENT",
@@ -32,7 +33,6 @@ INSTALLERS = ("uv", "pip")
 #: The example pipeline at a version of the wheelhouse (:func:`build_example_wheelhouse`).
 EXAMPLE_REQUIREMENT = "dkist-processing-example[frozen]=={version}"
 EXAMPLE_VERSIONS = ("1.0.0", "2.0.0")
-_READY = re.compile(r"environment ready in [0-9.]+ s: installer (\w+), cache (\w+),")
 
 
 def uv_executable() -> Path:
@@ -76,23 +76,24 @@ def script_env(tmp_path: Path, installer: str = "pip", **variables: str) -> dict
         PIP_CONFIG_FILE=os.devnull,
         PIP_DISABLE_PIP_VERSION_CHECK="1",
         UV_NO_CONFIG="1",
-        DKIST_WORKER_PY=WORKER_PY,
+        DKIST_WORKER_PYTHON=sys.executable,
         DKIST_PIP_TIMEOUT="15",
         DKIST_PIP_RETRIES="0",
-        DKIST_WORKFLOW_NAME="w",
-        DKIST_WORKFLOW_VERSION="1.0.0",
         RECIPE_RUN_ID="7",
     )
     env.pop("PYTHONDONTWRITEBYTECODE", None)  # a worker's default: the script decides
     (tmp_path / "tmp").mkdir(exist_ok=True)
     env.update(variables)
+    # What Airflow gives every task: the DAG id, `{workflow}_{version}` (version from the requirement).
+    version = env.get("DKIST_REQUIREMENT", "").rpartition("==")[2] or "1.0.0"
+    env.setdefault("AIRFLOW_CTX_DAG_ID", f"w_{version}")
     return env
 
 
 def run_script(env: dict[str, str], *, timeout: float = 600) -> subprocess.CompletedProcess[str]:
-    """``bash -c SCRIPT`` with ``env``, as the BashOperator runs it."""
+    """``bash -c WORKER_COMMAND`` with ``env``, as the BashOperator runs it."""
     return subprocess.run(
-        ["bash", "-c", BASH_SCRIPT],
+        ["bash", "-c", WORKER_COMMAND],
         env=env,
         capture_output=True,
         text=True,
@@ -103,7 +104,7 @@ def run_script(env: dict[str, str], *, timeout: float = 600) -> subprocess.Compl
 
 def start_script(env: dict[str, str]) -> subprocess.Popen[str]:
     return subprocess.Popen(
-        ["bash", "-c", BASH_SCRIPT],
+        ["bash", "-c", WORKER_COMMAND],
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
@@ -113,12 +114,12 @@ def start_script(env: dict[str, str]) -> subprocess.Popen[str]:
 
 def cache_outcomes(output: str) -> list[str]:
     """The cache outcome of every environment setup the output reports, in order."""
-    return [match.group(2) for match in _READY.finditer(output)]
+    return [str(fields["cache"]) for event, fields in read_events(output) if event == "setup"]
 
 
 def installers_used(output: str) -> list[str]:
     """The installer that ran in every environment setup the output reports (``none`` for a hit)."""
-    return [match.group(1) for match in _READY.finditer(output)]
+    return [str(fields["installer"]) for event, fields in read_events(output) if event == "setup"]
 
 
 def build_example_wheelhouse(folder: Path) -> None:

@@ -1,4 +1,4 @@
-"""The worker script's environment setup, recorded in the task's trace and metrics."""
+"""The worker program's environment setup, recorded in the task's trace and metrics."""
 
 from __future__ import annotations
 

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import pytest
-from dkist_processing_core.run_task import InvocationError
-from dkist_processing_core.run_task import parse_recipe_run_id
 from helpers.task_modules import clean_environment
 from helpers.task_modules import run_task_process
 from helpers.task_modules import unique_module_name
@@ -147,21 +145,6 @@ def test_unknown_or_broken_task_exits_2(worker, module_suffix, task, message):
     assert result.returncode == 2, result.stderr
     assert message in result.stderr
     assert not run_marker.exists()
-
-
-@pytest.mark.parametrize(
-    ("raw", "expected"), [("0", 0), (" 42 ", 42), (7, 7), ("000123", 123), (3.0, 3)]
-)
-def test_parse_recipe_run_id_accepts(raw, expected):
-    assert parse_recipe_run_id(raw) == expected
-
-
-@pytest.mark.parametrize(
-    "raw", [True, -1, "-1", "0x10", "1e3", None, 3.5, "1; rm -rf /", 2**63, str(2**63)]
-)
-def test_parse_recipe_run_id_refuses(raw):
-    with pytest.raises(InvocationError, match="non-negative integer"):
-        parse_recipe_run_id(raw)
 
 
 def test_sys_exit_inside_a_task_is_a_failure_not_a_success(worker):

@@ -356,35 +356,18 @@ def test_run_is_abstract(task_env):
 
 
 @pytest.mark.parametrize(
-    ("recipe_run_id", "expected"),
-    [(0, 0), (1, 1), (2**40, 2**40), ("42", 42), (" 42 ", 42), (42.0, 42), (2**63 - 1, 2**63 - 1)],
+    ("recipe_run_id", "expected"), [(0, 0), ("42", 42), (42.0, 42), (2**63 - 1, 2**63 - 1)]
 )
-def test_recipe_run_id_is_int_of_the_value_as_in_the_previous_product(
-    task_env, recipe_run_id, expected
-):
+def test_recipe_run_id_follows_the_one_rule(task_env, recipe_run_id, expected):
+    # The edges of the rule are in test_recipe_run_id.py, for every place that takes an id.
     task = _task(recipe_run_id=recipe_run_id)
     assert task.recipe_run_id == expected
     assert type(task.recipe_run_id) is int
 
 
-@pytest.mark.parametrize(
-    ("recipe_run_id", "message"),
-    [
-        (True, "must be a non-negative integer, got True"),
-        (False, "must be a non-negative integer, got False"),
-        ("1; rm -rf /", "must be a non-negative integer, got '1; rm -rf /'"),
-        ("42.0", "must be a non-negative integer, got '42.0'"),
-        (4.5, "must be a whole number, got 4.5"),
-        (float("nan"), "must be a whole number, got nan"),
-        (float("inf"), "must be a whole number, got inf"),
-        (None, "must be a non-negative integer, got None"),
-        (-1, "must be between 0 and 9223372036854775807, got -1"),
-        ("-3", "must be between 0 and 9223372036854775807, got -3"),
-        (2**63, "must be between 0 and 9223372036854775807, got 9223372036854775808"),
-    ],
-)
-def test_recipe_run_id_rejects_everything_else(task_env, recipe_run_id, message):
-    with pytest.raises(ValueError, match=re.escape(message)):
+@pytest.mark.parametrize("recipe_run_id", [True, " 42 ", "42.0", 4.5, None, -1, 2**63])
+def test_recipe_run_id_refused_by_the_one_rule(task_env, recipe_run_id):
+    with pytest.raises(ValueError, match=re.escape(f"got {recipe_run_id!r}")):
         _task(recipe_run_id=recipe_run_id)
 
 

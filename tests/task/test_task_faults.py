@@ -4,7 +4,7 @@
   one-line message (``task X failed: ...``); the line must name the task's error (the ``__exit__``
   error may follow, e.g. "; then __exit__ raised ValueError: ...").
 - A recipe run id >= 2**63 is accepted and then breaks the OpenTelemetry attribute (int64); refuse
-  it where it enters (``parse_recipe_run_id``: 0 ... 2**63 - 1, message naming the range).
+  it where it enters (``recipe_run_id.parse_recipe_run_id``, tested in test_recipe_run_id.py).
 - SPEC section 3: the soft RLIMIT_NOFILE is raised to MAX_FILE_DESCRIPTORS when it is lower and
   **never lowered**; ``apply_file_descriptor_limit`` sets it to the value whatever it was (the task
   log says "soft limit of open files set to 1024 (was 20000 ...)").
@@ -12,9 +12,6 @@
 
 from __future__ import annotations
 
-import pytest
-from dkist_processing_core.run_task import InvocationError
-from dkist_processing_core.run_task import parse_recipe_run_id
 from helpers.task_modules import clean_environment
 from helpers.task_modules import run_python
 from helpers.task_modules import run_task_process
@@ -43,16 +40,6 @@ def test_an_exit_that_raises_after_a_failure_does_not_hide_the_task_error(tmp_pa
     lines = result.stderr.splitlines()
     (line,) = [text for text in lines if text.startswith("dkist-processing-core: task")]
     assert "RuntimeError: calibration diverged" in line
-
-
-@pytest.mark.parametrize("raw", [2**63, str(2**63), 10**30])
-def test_a_recipe_run_id_beyond_int64_is_refused(raw):
-    with pytest.raises(InvocationError, match="recipe run id"):
-        parse_recipe_run_id(raw)
-
-
-def test_the_largest_int64_recipe_run_id_is_accepted():
-    assert parse_recipe_run_id(str(2**63 - 1)) == 2**63 - 1
 
 
 def test_the_soft_file_descriptor_limit_is_never_lowered(tmp_path):

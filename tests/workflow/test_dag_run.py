@@ -7,6 +7,7 @@ import shutil
 
 from dkist_processing_core import ResourceQueue
 from dkist_processing_core import Workflow
+from dkist_processing_core.worker import read_events
 from helpers.release import build_wheel
 
 
@@ -67,14 +68,25 @@ def test_dag_runs_each_task_in_a_fresh_venv_and_reports_the_failure(
         "run Calibrate 42 l0_to_l1_e2e 1.2.3",
         "run Explode 42 l0_to_l1_e2e 1.2.3",
     ]
-    # what the script logs: Nomad variables, the install, the limits, the task's exit status
+    # what the worker logs (events in Airflow's task log): the task and its recipe run id, Nomad
+    # variables, the installed distributions, the limits, the task's exit status
     output = result.output
-    assert "NOMAD_ALLOC_ID=alloc-7f3e" in output
+    events = list(read_events(output))
+    starts = sorted(
+        (fields["task"], fields["recipe_run_id"]) for e, fields in events if e == "start"
+    )
+    assert starts == [(f"{pipeline.package}.tasks.{name}", 42) for name in sorted(result.tasks)]
+    nomads = [fields for event, fields in events if event == "nomad"]
+    assert [fields["NOMAD_ALLOC_ID"] for fields in nomads] == ["alloc-7f3e"] * 3
     assert "does not provide the extra 'frozen'" in output
-    assert f"{pipeline.distribution}==1.2.3" in output  # pip list --format=freeze
+    listings = [fields["distributions"] for event, fields in events if event == "packages"]
+    assert len(listings) == 3
+    assert all(f"{pipeline.distribution}==1.2.3" in listing for listing in listings)
     assert "Max open files" in output
-    assert "task Explode exited with status 1" in output
-    assert "task Calibrate exited with status 0" in output
+    exits = sorted(
+        (fields["task"], fields["status"]) for event, fields in events if event == "exit"
+    )
+    assert exits == [("Calibrate", 0), ("Explode", 1), ("Fetch", 0)]
     # every throw-away venv is gone
     assert list((tmp_path / "tmp").rglob("pyvenv.cfg")) == []
     # the failure callback reported Explode, and only Explode

@@ -2,7 +2,8 @@
 
 Every input either raises a clear error, or reaches the generated file only as a string literal:
 the file's syntax tree, with string literals blanked, is the same as for harmless values. The
-recipe run id from ``dag_run.conf`` is checked with ``int()`` before anything else runs.
+recipe run id from ``dag_run.conf`` is checked by the worker program (the one rule of
+``dkist_processing_core.recipe_run_id``: ASCII digits only) before anything else runs.
 """
 
 from __future__ import annotations
@@ -11,14 +12,17 @@ import ast
 import json
 import os
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 from dkist_processing_core import Workflow
-from dkist_processing_core.export.dag import BASH_SCRIPT
-from dkist_processing_core.export.dag import WORKER_PY
 from dkist_processing_core.export.dag import render_dag
 from dkist_processing_core.naming import NamingError
+from dkist_processing_core.recipe_run_id import RecipeRunIdError
+from dkist_processing_core.recipe_run_id import parse_recipe_run_id
+from dkist_processing_core.worker import WORKER_COMMAND
+from dkist_processing_core.worker import read_events
 from dkist_processing_core.workflow import WorkflowError
 from hypothesis import HealthCheck
 from hypothesis import assume
@@ -189,21 +193,23 @@ def test_hostile_module_paths_are_rejected(pipeline, module):
         _build(pipeline).add_node(cls)
 
 
-def _script_env(tmp_path: Path, recipe_run_id: str) -> dict[str, str]:
+def _script_env(
+    tmp_path: Path, recipe_run_id: str, requirement: str = "no-such-dist-x[frozen]==1"
+) -> dict[str, str]:
+    """What the DAG file and Airflow give a task of workflow "w" at the requirement's version."""
     from helpers.worker_script import worker_path
 
     return {
         # a worker without uv: the messages below are pip's
         "PATH": worker_path(tmp_path.parent / f"{tmp_path.name}-bin", "pip"),
-        "DKIST_WORKER_PY": WORKER_PY,
+        "DKIST_WORKER_PYTHON": sys.executable,
         "TMPDIR": str(tmp_path),
         "HOME": str(tmp_path),
         "RECIPE_RUN_ID": recipe_run_id,
-        "DKIST_TASK_MODULE": "pipe.tasks",
-        "DKIST_TASK_CLASS": "Fetch",
-        "DKIST_WORKFLOW_NAME": "w",
-        "DKIST_WORKFLOW_VERSION": "1",
-        "DKIST_REQUIREMENT": "no-such-dist-x[frozen]==1",
+        "DKIST_TASK": "pipe.tasks.Fetch",
+        "DKIST_REQUIREMENT": requirement,
+        # Airflow's own: the DAG id, `{workflow name}_{version}`
+        "AIRFLOW_CTX_DAG_ID": f"w_{requirement.rpartition('==')[2]}",
         "DKIST_PIP_TIMEOUT": "1",
         "DKIST_PIP_RETRIES": "0",
         "PIP_NO_INDEX": "1",
@@ -212,18 +218,28 @@ def _script_env(tmp_path: Path, recipe_run_id: str) -> dict[str, str]:
 
 
 def _is_valid_id(raw: str) -> bool:
-    """The script's rule: int() of the text, or a whole-number float (the previous product took 42.0)."""
-    try:
-        value = int(raw.strip(), 10)
-    except ValueError:
-        try:
-            number = float(raw.strip())
-        except ValueError:
-            return False
-        if not number.is_integer():
-            return False
-        value = int(number)
-    return 0 <= value < 2**63
+    """The rule, written out independently: 1 to 19 ASCII digits, at most 2**63 - 1."""
+    return raw.isascii() and raw.isdigit() and len(raw) <= 19 and int(raw) < 2**63
+
+
+def _run(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    """``bash -c WORKER_COMMAND`` as the BashOperator runs it."""
+    return subprocess.run(
+        ["bash", "-c", WORKER_COMMAND], env=env, capture_output=True, text=True, check=False
+    )
+
+
+def _refused_at_once(result: subprocess.CompletedProcess[str]) -> str:
+    """The worker stopped with exit 2 before doing anything: its only output is one error event."""
+    assert result.returncode == 2, result.stdout + result.stderr
+    events = list(read_events(result.stdout))
+    assert [(event, fields["step"], fields["status"]) for event, fields in events] == [
+        ("error", "prepare", 2)
+    ], result.stdout
+    assert len(result.stdout.splitlines()) == 1 and result.stderr == "", (
+        result.stdout + result.stderr
+    )
+    return str(events[0][1]["message"])
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=SUPPRESS)
@@ -235,63 +251,62 @@ def _is_valid_id(raw: str) -> bool:
 @example(raw="-1")
 @example(raw="0x10")
 @example(raw="1.5")
+@example(raw="\u0664\u0662")  # Arabic-Indic digits: int() reads them, the rule does not
 def test_script_refuses_a_bad_recipe_run_id_before_doing_anything(tmp_path, raw):
     marker = tmp_path / "marker"
     raw = raw.replace("{marker}", str(marker))
     assume("\x00" not in raw and not _is_valid_id(raw))
-    result = subprocess.run(
-        ["bash", "-c", BASH_SCRIPT],
-        env=_script_env(tmp_path, raw),
-        capture_output=True,
-        text=True,
-        check=False,
+    message = _refused_at_once(_run(_script_env(tmp_path, raw)))
+    # the one parser's message, naming the value (shortened when long), and the conf key
+    with pytest.raises(RecipeRunIdError) as refused:
+        parse_recipe_run_id(raw)
+    assert (
+        message == f"{refused.value}; trigger the DAG with the conf key recipe_run_id set to the id"
     )
-    assert result.returncode == 2, result.stderr
-    assert "recipe run id must be a non-negative integer, got " in result.stderr
-    assert repr(raw) in result.stderr
+    assert message.startswith("recipe run id must be a non-negative integer")
+    if len(repr(raw)) <= 60:
+        assert f"got {raw!r};" in message
     assert not marker.exists()
-    assert result.stdout == ""  # the check is the first thing the script does
     assert not list(tmp_path.iterdir())  # no venv, no temp dir
 
 
-@pytest.mark.parametrize(
-    ("raw", "normalised"), [(" 17 ", "17"), ("42.0", "42"), ("1e3", "1000"), ("007", "7")]
-)
+@pytest.mark.parametrize(("raw", "normalised"), [("007", 7), ("0", 0), (str(2**63 - 1), 2**63 - 1)])
 def test_script_normalises_the_recipe_run_id_it_passes_on(tmp_path, raw, normalised):
-    result = subprocess.run(
-        ["bash", "-c", BASH_SCRIPT],
-        env=_script_env(tmp_path, raw),
-        capture_output=True,
-        text=True,
-        check=False,
+    result = _run(_script_env(tmp_path, raw))
+    expected = {
+        "task": "pipe.tasks.Fetch",
+        "workflow": "w",
+        "version": "1",
+        "recipe_run_id": normalised,
+        "requirement": "no-such-dist-x[frozen]==1",
+    }
+    starts = [fields for event, fields in read_events(result.stdout) if event == "start"]
+    assert [{key: fields.get(key) for key in expected} for fields in starts] == [expected], (
+        result.stdout
     )
-    assert f"task Fetch of workflow w version 1, recipe run {normalised}\n" in result.stdout
 
 
-@pytest.mark.parametrize("raw", [str(2**63), "-0.5", "nan", "inf", "1e400"])
-def test_script_refuses_ids_out_of_range(tmp_path, raw):
-    result = subprocess.run(
-        ["bash", "-c", BASH_SCRIPT],
-        env=_script_env(tmp_path, raw),
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    assert result.returncode == 2 and result.stdout == "", result.stderr
+@pytest.mark.parametrize(
+    "raw",
+    # out of range, and forms int() or float() read that the rule refuses (they were accepted
+    # before the one rule: " 17 ", "42.0", "1e3")
+    [str(2**63), "9" * 20, "-0.5", "nan", "inf", "1e400", " 17 ", "42.0", "1e3", "+42", "4_2"],
+)
+def test_script_refuses_ids_out_of_range_or_not_plain_digits(tmp_path, raw):
+    message = _refused_at_once(_run(_script_env(tmp_path, raw)))
+    assert f"got {raw!r};" in message
 
 
 def test_script_with_a_good_id_goes_on_and_cleans_up_after_a_failed_install(tmp_path):
-    result = subprocess.run(
-        ["bash", "-c", BASH_SCRIPT],
-        env=_script_env(tmp_path, " 17 "),
-        capture_output=True,
-        text=True,
-        check=False,
-    )
+    result = _run(_script_env(tmp_path, "17"))
     assert result.returncode != 0
-    assert "recipe run id" not in result.stderr
+    events = list(read_events(result.stdout))
+    assert [event for event, _ in events] == ["start", "nomad", "error"], result.stdout
+    (error,) = [fields for event, fields in events if event == "error"]
+    assert error["step"] == "setup" and "recipe run id" not in error["message"]
+    assert error["status"] == result.returncode  # pip's exit status
     assert "No matching distribution found for no-such-dist-x" in result.stderr
-    assert "task Fetch exited" not in result.stdout
+    assert "exit" not in [event for event, _ in events]  # the task never ran
     assert not list(tmp_path.iterdir()), "the throw-away venv must be removed"
 
 
@@ -332,10 +347,19 @@ def test_dag_run_conf_cannot_inject(pipeline, run_dag, tmp_path):
     assert [result.state for result in results] == ["failed"] * len(confs)
     assert [result.tasks for result in results] == [{"Fetch": "failed"}] * len(confs)
     output = results[0].output
-    assert output.count("recipe run id must be a non-negative integer") >= len(confs)
-    assert "got '{{ 7 * 7 }}'" in output  # rendered once, never evaluated again
-    # no key at all: the script says so itself
-    assert "got ''; trigger the DAG with the conf key recipe_run_id" in output
+    events = list(read_events(output))
+    # one refusal per run, at the first step, and nothing started
+    assert [(event, fields["step"], fields["status"]) for event, fields in events] == [
+        ("error", "prepare", 2)
+    ] * len(confs)
+    messages = [str(fields["message"]) for _, fields in events]
+    assert all(
+        message.startswith("recipe run id must be a non-negative integer") for message in messages
+    )
+    assert "got '{{ 7 * 7 }}';" in messages[2]  # rendered once, never evaluated again
+    assert "got '-5';" in messages[3] and "got 'None';" in messages[5]
+    # no key at all: the worker says so itself
+    assert "got ''; trigger the DAG with the conf key recipe_run_id" in messages[6]
     assert "Looking in links" not in output and "Collecting" not in output
     assert not marker.exists()
     assert not record.exists()
@@ -368,16 +392,15 @@ def test_a_hostile_cache_path_is_only_ever_a_path(tmp_path, example_wheelhouse, 
         tmp_path,
         "uv",
         DKIST_REQUIREMENT=EXAMPLE_REQUIREMENT.format(version="1.0.0"),
-        DKIST_TASK_MODULE="dkist_processing_example.tasks",
-        DKIST_TASK_CLASS="MyTask1",
+        DKIST_TASK="dkist_processing_example.tasks.MyTask1",
         DKIST_VENV_CACHE_DIR=str(cache),
         PIP_NO_INDEX="1",
         PIP_FIND_LINKS=str(example_wheelhouse),
         UV_CACHE_DIR=str(tmp_path / "uv-cache"),
     )
     result = run_script(env)
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert cache_outcomes(result.stderr) == ["built"]
+    assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
+    assert cache_outcomes(result.stdout) == ["built"]
     assert (cache / "venvs-v1").is_dir()
     assert not marker.exists()
 
@@ -385,15 +408,11 @@ def test_a_hostile_cache_path_is_only_ever_a_path(tmp_path, example_wheelhouse, 
 @pytest.mark.parametrize("value", ["relative/cache", "cache; touch {marker}", "/tmp/a\nb"])
 def test_a_cache_path_that_is_not_absolute_stops_the_task_before_anything(tmp_path, value):
     marker = tmp_path / "marker"
-    env = _script_env(tmp_path, "5")
+    env = _script_env(tmp_path, "5", "dkist-processing-example[frozen]==1.0.0")
     env["DKIST_VENV_CACHE_DIR"] = value.replace("{marker}", str(marker))
-    env["DKIST_REQUIREMENT"] = "dkist-processing-example[frozen]==1.0.0"
-    result = subprocess.run(
-        ["bash", "-c", BASH_SCRIPT], env=env, capture_output=True, text=True, check=False
-    )
-    assert result.returncode == 2, result.stderr
-    assert "DKIST_VENV_CACHE_DIR must be an absolute path, got " in result.stderr
-    assert result.stdout == "" and not marker.exists()
+    message = _refused_at_once(_run(env))
+    assert message.startswith("DKIST_VENV_CACHE_DIR must be an absolute path, got ")
+    assert not marker.exists()
 
 
 @pytest.mark.parametrize(
@@ -403,17 +422,34 @@ def test_a_cache_path_that_is_not_absolute_stops_the_task_before_anything(tmp_pa
         "x[frozen]==1.0 $(touch {marker})",
         "-r{marker}",
         "x[frozen]==1.0\ntouch {marker}",
+        "x[frozen]>=1.0",
+        "x @ file://{marker}",
     ],
 )
 def test_a_hostile_requirement_is_never_cached_and_never_a_command(tmp_path, requirement):
+    """Anything but ``dist[extras]==version`` is refused before the cache or an installer sees it."""
     marker = tmp_path / "marker"
     env = _script_env(tmp_path, "5")
     env["DKIST_REQUIREMENT"] = requirement.replace("{marker}", str(marker))
     env["DKIST_VENV_CACHE_DIR"] = str(tmp_path / "cache")
-    result = subprocess.run(
-        ["bash", "-c", BASH_SCRIPT], env=env, capture_output=True, text=True, check=False
-    )
-    assert result.returncode != 0
-    assert "is not cached: only public release versions are" in result.stderr
+    message = _refused_at_once(_run(env))
+    assert message.startswith("DKIST_REQUIREMENT must be dist[extras]==version, got ")
     assert not marker.exists()
+    assert not (tmp_path / "cache").exists()
+
+
+@pytest.mark.parametrize("version", ["1.0.dev1", "1.0+local"])
+def test_a_version_that_may_change_is_installed_but_never_cached(tmp_path, version):
+    from helpers.worker_script import cache_outcomes
+
+    env = _script_env(tmp_path, "5", f"no-such-dist-x[frozen]=={version}")
+    env["DKIST_VENV_CACHE_DIR"] = str(tmp_path / "cache")
+    result = _run(env)
+    assert result.returncode != 0  # no such distribution
+    notes = [fields["message"] for event, fields in read_events(result.stdout) if event == "note"]
+    assert any("is not cached: only public release versions are" in note for note in notes), (
+        result.stdout
+    )
+    assert "No matching distribution found for no-such-dist-x" in result.stderr
+    assert cache_outcomes(result.stdout) == []  # the install failed: no setup event
     assert not list((tmp_path / "cache").glob("venvs-v1/*/env-*"))

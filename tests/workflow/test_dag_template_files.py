@@ -3,7 +3,8 @@
 BashOperator's ``template_ext`` is ``(".sh", ".bash")``: a templated value (``env`` values, and
 ``bash_command``) ending in one of those is taken as the name of a template file and replaced by
 that file from the DAG folder, or fails the task with TemplateNotFound when there is none. Names
-and versions may end in ``.sh`` (``[A-Za-z0-9._-]``). Fix: set ``template_ext = ()`` on the
+and versions may end in ``.sh`` (``[A-Za-z0-9._-]``); the version ends every task's
+``DKIST_REQUIREMENT`` (``dist[frozen]==version``). Fix: set ``template_ext = ()`` on the
 operators of the generated DAG file (checked here: the literal value survives rendering and the
 ``RECIPE_RUN_ID`` template still renders), or refuse such values in validation with a clear error.
 """
@@ -22,14 +23,15 @@ def test_a_value_ending_in_sh_is_not_read_as_a_template_file_from_the_dag_folder
 
     workflow = Workflow(
         process_category="Calib",
-        process_name="stage.sh",
+        process_name="stage",
         workflow_package=pipeline.package,
-        workflow_version="1.0.0",
+        workflow_version="1.0.sh",
     )
     workflow.add_node(pipeline.tasks.Fetch)
     dags = tmp_path / "dags"
     workflow.export_dag(dags)
-    (dags / "Calib_stage.sh").write_text("echo INJECTED FROM A FILE IN THE DAG FOLDER\n")
+    requirement = f"{workflow.distribution}[frozen]==1.0.sh"
+    (dags / requirement).write_text("echo INJECTED FROM A FILE IN THE DAG FOLDER\n")
 
     bag = DagBag(dag_folder=str(dags))
     assert bag.import_errors == {}
@@ -38,5 +40,5 @@ def test_a_value_ending_in_sh_is_not_read_as_a_template_file_from_the_dag_folder
     context = {"dag_run": SimpleNamespace(conf={"recipe_run_id": 7}), "params": {}}
     task.render_template_fields(context, jinja_env=dag.get_template_env())
 
-    assert task.env["DKIST_WORKFLOW_NAME"] == "Calib_stage.sh"
+    assert task.env["DKIST_REQUIREMENT"] == requirement
     assert task.env["RECIPE_RUN_ID"] == "7"

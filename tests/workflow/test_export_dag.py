@@ -15,12 +15,11 @@ import pytest
 from dkist_processing_core import ResourceQueue
 from dkist_processing_core import Workflow
 from dkist_processing_core.export import GENERATOR
-from dkist_processing_core.export.dag import BASH_SCRIPT
 from dkist_processing_core.export.dag import RECIPE_RUN_ID_TEMPLATE
-from dkist_processing_core.export.dag import WORKER_PY
 from dkist_processing_core.export.dag import render_dag
 from dkist_processing_core.export.dag import requirement
 from dkist_processing_core.failure_callback import chat_ops_notification
+from dkist_processing_core.worker import WORKER_COMMAND
 from dkist_processing_core.workflow import WorkflowError
 
 
@@ -78,17 +77,13 @@ def test_dagbag_loads_the_file_and_reads_back_the_workflow(pipeline, tmp_path):
         assert task.retry_delay == timedelta(seconds=node.retry_delay_seconds)
         assert task.owner == "DKIST Data Center"
         assert task.append_env is True
-        assert task.bash_command == BASH_SCRIPT
+        assert task.bash_command == WORKER_COMMAND
+        # pip's timeout and retries are the worker's defaults here: the file leaves them out
         assert task.env == {
             "RECIPE_RUN_ID": RECIPE_RUN_ID_TEMPLATE,
-            "DKIST_TASK_MODULE": node.module_path,
-            "DKIST_TASK_CLASS": node.task_id,
-            "DKIST_WORKFLOW_NAME": "l0_to_l1_visp",
-            "DKIST_WORKFLOW_VERSION": "1.0.0",
+            "DKIST_TASK": f"{node.module_path}.{node.task_id}",
             "DKIST_REQUIREMENT": requirement(workflow, node),
-            "DKIST_PIP_TIMEOUT": "15",
-            "DKIST_PIP_RETRIES": "5",
-            "DKIST_WORKER_PY": WORKER_PY,
+            "DKIST_WORKER_PYTHON": sys.executable,
         }
         (callback,) = task.on_failure_callback
         assert isinstance(callback, partial)
@@ -140,6 +135,7 @@ def test_file_imports_only_airflow_the_stdlib_and_the_failure_callback(pipeline)
         elif isinstance(statement, ast.ImportFrom):
             imported.add(statement.module)
     assert imported == {
+        "sys",
         "datetime",
         "functools",
         "airflow.sdk",
@@ -151,7 +147,7 @@ def test_file_imports_only_airflow_the_stdlib_and_the_failure_callback(pipeline)
         for node in ast.walk(tree)
         if isinstance(node, ast.Call) and isinstance(node.func, ast.Name)
     }
-    assert calls == {"BashOperator", "timedelta", "partial", "DAG", "_bash_task"}
+    assert calls == {"BashOperator", "timedelta", "partial", "DAG", "_task"}
     assert not any(isinstance(node, ast.JoinedStr) for node in ast.walk(tree)), (
         "no f-strings in generated code"
     )
@@ -167,32 +163,39 @@ def test_header_names_the_generator_and_the_file_has_no_timestamps(pipeline):
     assert "catchup=False" in source
 
 
-def test_script_is_one_shared_constant_without_jinja_markers(pipeline):
+def test_command_is_one_shared_constant_without_jinja_markers(pipeline):
     tree = ast.parse(render_dag(_workflow(pipeline)))
-    (script,) = [
+    (command,) = [
         statement.value.value
         for statement in tree.body
-        if isinstance(statement, ast.Assign) and statement.targets[0].id == "_SCRIPT"
+        if isinstance(statement, ast.Assign)
+        and isinstance(statement.targets[0], ast.Name)
+        and statement.targets[0].id == "_COMMAND"
     ]
-    assert script == BASH_SCRIPT
+    assert command == WORKER_COMMAND
+    # every operator gets that one constant: the only bash_command in the file is the name _COMMAND
+    commands = [
+        keyword.value
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Call) and getattr(node.func, "id", None) == "BashOperator"
+        for keyword in node.keywords
+        if keyword.arg == "bash_command"
+    ]
+    assert [getattr(value, "id", ast.dump(value)) for value in commands] == ["_COMMAND"]
     for marker in ("{{", "{%", "{#", "}}", "%}", "#}"):
-        assert marker not in BASH_SCRIPT
-    assert not BASH_SCRIPT.rstrip().endswith((".sh", ".bash"))
-    # values only ever reach the script as quoted expansions of environment variables
-    assert "eval" not in BASH_SCRIPT.split()
-    for variable in (
-        "DKIST_TASK_MODULE",
-        "DKIST_TASK_CLASS",
-        "DKIST_REQUIREMENT",
-        "DKIST_WORKFLOW_NAME",
-    ):
-        for occurrence in BASH_SCRIPT.split("$" + variable)[1:]:
-            assert occurrence.startswith('"'), f"${variable} must always be quoted"
+        assert marker not in WORKER_COMMAND
+    assert not WORKER_COMMAND.rstrip().endswith((".sh", ".bash"))
+    # values never reach the command: the only expansion is the quoted interpreter variable
+    assert "eval" not in WORKER_COMMAND.split()
+    assert WORKER_COMMAND.count("$") == 1
+    assert '"${DKIST_WORKER_PYTHON' in WORKER_COMMAND
+    for variable in ("RECIPE_RUN_ID", "DKIST_TASK", "DKIST_REQUIREMENT", "DKIST_WORKFLOW_NAME"):
+        assert "$" + variable not in WORKER_COMMAND and "${" + variable not in WORKER_COMMAND
 
 
-def test_bash_script_syntax_is_valid():
+def test_command_syntax_is_valid():
     result = subprocess.run(
-        ["bash", "-n", "-c", BASH_SCRIPT], capture_output=True, text=True, check=False
+        ["bash", "-n", "-c", WORKER_COMMAND], capture_output=True, text=True, check=False
     )
     assert result.returncode == 0, result.stderr
 
@@ -287,8 +290,9 @@ def test_twenty_nodes_stay_under_one_kilobyte_per_node(pipeline):
         upstreams = [getattr(tasks, f"Step{number - 1}")] if number else None
         workflow.add_node(getattr(tasks, f"Step{number}"), upstreams=upstreams)
     size = len(render_dag(workflow).encode())
-    # The fixed part holds the worker script and its Python helper (~25 KB, issue 13); each node
-    # adds one line of literals.
+    # The fixed part is the header and the helper _task (the worker program ships in core-task,
+    # issue 21; it held the worker script and its Python helper, ~25 KB, before); each node adds
+    # one line of literals.
     single = Workflow(
         input_data="l0",
         output_data="l1",
@@ -299,4 +303,4 @@ def test_twenty_nodes_stay_under_one_kilobyte_per_node(pipeline):
     single.add_node(tasks.Step0)
     fixed = len(render_dag(single).encode())
     assert (size - fixed) / 19 <= 1024, f"{size} bytes for 20 nodes, {fixed} for one"
-    assert fixed <= 32 * 1024, f"{fixed} bytes for one node"
+    assert fixed <= 4 * 1024, f"{fixed} bytes for one node"

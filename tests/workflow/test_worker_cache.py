@@ -1,7 +1,7 @@
-"""The per-version venv cache of the worker script, with real installs from a local wheelhouse.
+"""The per-version venv cache of the worker program, with real installs from a local wheelhouse.
 
-Each test runs the exported script (``bash -c``) the way an Airflow worker runs a BashOperator:
-python3 is this interpreter, uv is on PATH or not, the pipeline is the example at 1.0.0/2.0.0
+Each test runs the exported command (``bash -c WORKER_COMMAND``) the way an Airflow worker runs a
+BashOperator: python3 is this interpreter, uv is on PATH or not, the pipeline is the example at 1.0.0/2.0.0
 from ``example_wheelhouse`` (offline). The Airflow-level runs are in ``test_dag_run.py``.
 """
 
@@ -10,12 +10,14 @@ from __future__ import annotations
 import json
 import os
 import signal
+import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
-from dkist_processing_core.export import worker_cache
+from dkist_processing_core.worker import _cache as worker_cache
+from dkist_processing_core.worker import read_events
 from helpers.worker_script import EXAMPLE_REQUIREMENT
 from helpers.worker_script import cache_outcomes
 from helpers.worker_script import installers_used
@@ -29,8 +31,7 @@ def _env(
 ) -> dict[str, str]:
     values = dict(
         DKIST_REQUIREMENT=EXAMPLE_REQUIREMENT.format(version=version),
-        DKIST_TASK_MODULE="dkist_processing_example.tasks",
-        DKIST_TASK_CLASS="MyTask1",
+        DKIST_TASK="dkist_processing_example.tasks.MyTask1",
         DKIST_VENV_CACHE_DIR=str(tmp_path / "cache"),
         PIP_NO_INDEX="1",
         PIP_FIND_LINKS=str(wheelhouse),
@@ -64,7 +65,10 @@ def _current(tmp_path: Path) -> Path:
 def _ok(result) -> str:
     output = result.stdout + result.stderr
     assert result.returncode == 0, output[-6000:]
-    assert "Running MyTask1" in output and "task MyTask1 exited with status 0" in output
+    assert "Running MyTask1" in output
+    assert [fields for event, fields in read_events(output) if event == "exit"] == [
+        {"task": "MyTask1", "status": 0, "seconds": pytest.approx(0, abs=600)}
+    ]
     return output
 
 
@@ -225,7 +229,8 @@ def test_a_damaged_entry_is_set_aside_and_rebuilt_never_used(tmp_path, example_w
     ],
 )
 def test_only_public_release_versions_are_cached(version, cached):
-    key = worker_cache.cache_key(f"dkist-processing-x[frozen,GPU]=={version}")
+    interpreter = worker_cache.interpreter_facts(sys.executable)
+    key = worker_cache.cache_key(f"dkist-processing-x[frozen,GPU]=={version}", interpreter)
     assert (key is not None) == cached
     if key is not None:
         assert key["extras"] == ["frozen", "gpu"]

@@ -26,12 +26,12 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _recipe_run_id(text: str) -> int:
-    from dkist_processing_core.run_task import InvocationError
-    from dkist_processing_core.run_task import parse_recipe_run_id
+    from dkist_processing_core.recipe_run_id import RecipeRunIdError
+    from dkist_processing_core.recipe_run_id import parse_recipe_run_id
 
     try:
         return parse_recipe_run_id(text)
-    except InvocationError as error:
+    except RecipeRunIdError as error:
         raise argparse.ArgumentTypeError(str(error)) from None
 
 

@@ -1,6 +1,6 @@
 """A local wheelhouse from which a node's throw-away venv can install the pipeline without an index.
 
-On a worker, the DAG's bash script runs ``pip install "<dist>[frozen]==<version>"`` against the
+On a worker, the worker program runs ``pip install "<dist>[frozen]==<version>"`` against the
 package index. Running the DAG on a developer machine (``run --engine airflow``) needs the same to
 work for a pipeline that is only installed from its source tree (editable). This module finds the
 distributions that are installed from local folders (the pipeline and, in this repository, the

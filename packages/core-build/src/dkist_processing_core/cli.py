@@ -194,34 +194,14 @@ def _cmd_isb_flush(args: argparse.Namespace) -> int:
 
 
 def _cmd_worker_gc(args: argparse.Namespace) -> int:
-    from dkist_processing_core._worker_gc import collect_garbage
-    from dkist_processing_core._worker_gc import human_size
-    from dkist_processing_core._worker_gc import parse_age
-    from dkist_processing_core._worker_gc import parse_size
+    """The worker program's own gc (core-task): the same events, options and exit status."""
+    from dkist_processing_core.worker._gc import gc_command
+    from dkist_processing_core.worker._protocol import WorkerError
 
-    cache_dir = args.cache_dir or os.environ.get("DKIST_VENV_CACHE_DIR")
-    if not cache_dir:
-        raise UsageError("no cache folder: pass --cache-dir DIR or set DKIST_VENV_CACHE_DIR")
-    if not os.path.isabs(cache_dir):
-        raise UsageError(f"the cache folder must be an absolute path, got {cache_dir!r}")
     try:
-        max_size = parse_size(args.max_size) if args.max_size is not None else None
-        max_age = parse_age(args.max_age) if args.max_age is not None else None
-    except ValueError as error:
+        return gc_command(args.cache_dir, args.max_size, args.max_age, args.dry_run)
+    except WorkerError as error:  # gc_command raises it only for a bad option (status 2)
         raise UsageError(str(error)) from None
-    report = collect_garbage(
-        Path(cache_dir), max_size=max_size, max_age=max_age, dry_run=args.dry_run, say=print
-    )
-    removed = "would remove" if args.dry_run else "removed"
-    print(
-        f"worker gc: {report.entries} entries ({human_size(report.size_before)}); {removed} "
-        f"{report.removed} ({human_size(report.removed_size)}); {human_size(report.size_after)} left; "
-        f"{report.in_use} in use, {report.busy} busy"
-    )
-    if report.errors:
-        _stderr(f"{PROG}: worker gc: {len(report.errors)} entries could not be removed")
-        return EXIT_FAILURE
-    return EXIT_OK
 
 
 #: ``function`` of the parsed arguments (set by each subcommand) -> the function that runs it

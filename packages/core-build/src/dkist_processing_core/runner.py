@@ -22,7 +22,7 @@ from dkist_processing_core.engines._common import TaskState
 from dkist_processing_core.engines._common import default_log_root
 from dkist_processing_core.engines._common import local_run_id
 from dkist_processing_core.errors import UsageError
-from dkist_processing_core.run_task import parse_recipe_run_id
+from dkist_processing_core.recipe_run_id import parse_recipe_run_id
 
 if TYPE_CHECKING:
     from dkist_processing_core._workflow_model import Workflow

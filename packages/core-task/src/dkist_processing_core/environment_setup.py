@@ -1,6 +1,6 @@
-"""How the task's environment was made, as the worker script reports it, recorded in telemetry.
+"""How the task's environment was made, as the worker program reports it, recorded in telemetry.
 
-The worker script (``export/worker.sh`` of core-workflow) makes the task venv before the task
+The worker program (:mod:`dkist_processing_core.worker`) makes the task venv before the task
 process exists, so it passes what happened in environment variables: ``DKIST_ENV_SETUP_INSTALLER``
 (``uv``, ``pip``, or ``none`` for a cache hit), ``DKIST_ENV_SETUP_CACHE`` (``off``, ``uncacheable``,
 ``hit``, ``built``, ``rebuilt``, ``error``) and the real start and end of the setup,
@@ -48,7 +48,7 @@ _WORD = re.compile(r"[a-z_]{1,20}")
 
 @dataclass(frozen=True)
 class EnvironmentSetup:
-    """One setup of a task environment by the worker script."""
+    """One setup of a task environment by the worker program."""
 
     installer: str
     cache: str
@@ -91,7 +91,7 @@ class EnvironmentSetup:
 def take_environment_setup(
     environ: MutableMapping[str, str] | None = None,
 ) -> EnvironmentSetup | None:
-    """The setup the worker script reported (removing its variables), or None if none or malformed."""
+    """The setup the worker program reported (removing its variables), or None if none or malformed."""
     environ = os.environ if environ is None else environ
     values = [environ.pop(name, "") for name in ENVIRONMENT_VARIABLES]
     installer, cache, start, end = (value.strip() for value in values)

@@ -1,9 +1,10 @@
 """Run one task the way a worker does: ``python -m dkist_processing_core.run_task``.
 
-The exported Airflow DAG, the local runner and the notebook all go through this module, so a task
-behaves the same everywhere. The recipe run id comes from the environment variable
-``RECIPE_RUN_ID`` (rendered there by Airflow from ``dag_run.conf``) and is parsed with ``int()``:
-a value such as ``"1; rm -rf /"`` is refused with exit status 2 before any pipeline code is imported.
+The worker program (:mod:`dkist_processing_core.worker`, inside the task venv) and the local runner
+start tasks through this module, so a task behaves the same everywhere. The recipe run id comes
+from the environment variable ``RECIPE_RUN_ID`` and is read by the one parser of
+:mod:`dkist_processing_core.recipe_run_id`: a value such as ``"1; rm -rf /"`` is refused with exit
+status 2 before any pipeline code is imported.
 
 Exit status: 0 the task succeeded, 1 the task raised, 2 the invocation was wrong (bad recipe run
 id, invalid configuration variable, task not importable or not a TaskBase subclass).
@@ -22,36 +23,18 @@ from importlib import import_module
 from typing import TYPE_CHECKING
 
 from dkist_processing_core.errors import UsageError
+from dkist_processing_core.recipe_run_id import RECIPE_RUN_ID_VARIABLE
+from dkist_processing_core.recipe_run_id import RecipeRunIdError
+from dkist_processing_core.recipe_run_id import parse_recipe_run_id
 
 if TYPE_CHECKING:
     from dkist_processing_core.task import TaskBase
 
-__all__ = [
-    "RECIPE_RUN_ID_VARIABLE",
-    "InvocationError",
-    "load_task_class",
-    "main",
-    "parse_recipe_run_id",
-    "run_task",
-]
-
-RECIPE_RUN_ID_VARIABLE = "RECIPE_RUN_ID"
+__all__ = ["InvocationError", "load_task_class", "main", "run_task"]
 
 
 class InvocationError(UsageError, ValueError):
-    """The task cannot be started as asked (bad recipe run id, unknown task)."""
-
-
-def parse_recipe_run_id(raw: object) -> int:
-    """Parse a recipe run id given as text or a number (the rule of ``TaskBase``)."""
-    from dkist_processing_core.task import parse_recipe_run_id as parse
-
-    try:
-        return parse(raw.strip() if isinstance(raw, str) else raw)
-    except ValueError:
-        raise InvocationError(
-            f"recipe run id must be a non-negative integer below 2**63, got {raw!r}"
-        ) from None
+    """The task cannot be started as asked (unknown task, invalid configuration)."""
 
 
 def load_task_class(module_name: str, class_name: str) -> type[TaskBase]:
@@ -159,7 +142,7 @@ def main(argv: list[str] | None = None) -> int:
         recipe_run_id = parse_recipe_run_id(raw_id)
         _check_configuration()
         cls = load_task_class(args.module, args.task)
-    except InvocationError as error:
+    except (InvocationError, RecipeRunIdError) as error:
         print(f"dkist-processing-core: {error}", file=sys.stderr)
         return 2
     task_errors: list[BaseException] = []

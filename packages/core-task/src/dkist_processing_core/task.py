@@ -20,6 +20,8 @@ from typing import TYPE_CHECKING
 from typing import Any
 from typing import ClassVar
 
+from dkist_processing_core.recipe_run_id import parse_recipe_run_id
+
 if TYPE_CHECKING:
     from collections.abc import Iterator
     from collections.abc import Sequence
@@ -37,13 +39,11 @@ if TYPE_CHECKING:
     from dkist_processing_core.config import DKISTProcessingCoreConfiguration
 
 __all__ = [
-    "MAX_RECIPE_RUN_ID",
     "METER_NAME",
     "TASK_EXECUTION_COUNTER",
     "TRACER_NAME",
     "TaskBase",
     "apply_file_descriptor_limit",
-    "parse_recipe_run_id",
 ]
 
 TRACER_NAME = "dkist_processing_core"
@@ -62,7 +62,6 @@ METER_NAME = "dkist"
 :meth:`TaskBase.format_metric_name` are ``dkist.processing.<name>``, what dashboards query."""
 
 #: Recipe run ids are OpenTelemetry int attributes, which are signed 64-bit.
-MAX_RECIPE_RUN_ID = 2**63 - 1
 
 
 def apply_file_descriptor_limit(wanted: int) -> int | None:
@@ -134,25 +133,6 @@ def _log_configuration_once(configuration: DKISTProcessingCoreConfiguration) -> 
     configuration.log_configurations(log_parent_configurations=True)
 
 
-def parse_recipe_run_id(value: object) -> int:
-    """``int(value)`` for an int, a whole-number float or an integer string, as the previous product did.
-
-    Refused with ValueError (naming the value): bool, negative numbers, non-whole floats, text that
-    ``int()`` does not read, and ids beyond a signed 64-bit integer (telemetry attributes are int64).
-    """
-    if isinstance(value, bool):
-        raise ValueError(f"recipe_run_id must be a non-negative integer, got {value!r}")
-    if isinstance(value, float) and not value.is_integer():
-        raise ValueError(f"recipe_run_id must be a whole number, got {value!r}")
-    try:
-        number: int = int(value)  # type: ignore[call-overload]
-    except (TypeError, ValueError, OverflowError):
-        raise ValueError(f"recipe_run_id must be a non-negative integer, got {value!r}") from None
-    if not 0 <= number <= MAX_RECIPE_RUN_ID:
-        raise ValueError(f"recipe_run_id must be between 0 and {MAX_RECIPE_RUN_ID}, got {number}")
-    return number
-
-
 def _text(value: object, what: str) -> str:
     if not isinstance(value, str):
         raise TypeError(f"{what} must be a str, got {type(value).__name__} {value!r}")
@@ -171,8 +151,8 @@ class TaskBase(ABC):
     Parameters
     ----------
     recipe_run_id
-        Id of the recipe run this task is part of: ``int(recipe_run_id)`` of an int, a whole-number
-        float or an integer string, at least 0.
+        Id of the recipe run this task is part of: an int, a whole-number float or a string of
+        ASCII digits, from 0 to 2**63 - 1 (:mod:`dkist_processing_core.recipe_run_id`).
     workflow_name
         Name of the workflow this task belongs to.
     workflow_version
@@ -314,7 +294,7 @@ class TaskBase(ABC):
     def __call__(self) -> None:
         """Run pre_run, run and post_run inside the task's spans; count the run.
 
-        When the worker script reports how it made the task's environment (see
+        When the worker program reports how it made the task's environment (see
         :mod:`dkist_processing_core.environment_setup`), the root span starts at that setup's start
         and has a first child span ``Environment Setup``.
         """
@@ -326,7 +306,7 @@ class TaskBase(ABC):
         verbose_task_name = f"{self.workflow_name}.{self.task_name}"
         logger.info("{} started (recipe run {})", verbose_task_name, self.recipe_run_id)
         self.task_execution_counter.add(1, attributes=self.base_telemetry_attributes)
-        # The worker script made this task's environment: the root span starts where that began.
+        # The worker program made this task's environment: the root span starts where that began.
         setup = take_environment_setup()
         try:
             with self.telemetry_span(

@@ -17,6 +17,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from dkist_processing_core.recipe_run_id import parse_recipe_run_id
+
 __all__ = ["RESULT_FORMAT", "main"]
 
 RESULT_FORMAT = 1
@@ -71,11 +73,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m dkist_processing_core.engines._airflow_child")
     parser.add_argument("--dag-folder", type=Path, required=True)
     parser.add_argument("--dag-id", required=True)
-    parser.add_argument("--recipe-run-id", type=int, required=True)
+    parser.add_argument("--recipe-run-id", type=parse_recipe_run_id, required=True)
     parser.add_argument("--result", type=Path, required=True)
     args = parser.parse_args(argv)
-    if not re.fullmatch(r"[A-Za-z0-9._-]+", args.dag_id) or args.recipe_run_id < 0:
-        parser.error("invalid --dag-id or --recipe-run-id")
+    if not re.fullmatch(r"[A-Za-z0-9._-]+", args.dag_id):
+        parser.error("invalid --dag-id")
     return _child(args.dag_folder, args.dag_id, args.recipe_run_id, args.result)
 
 

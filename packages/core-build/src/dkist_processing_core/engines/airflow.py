@@ -1,7 +1,7 @@
 """The ``airflow`` engine: run an exported DAG with Airflow's ``dag.test()`` on a throw-away database.
 
 :class:`AirflowEngine` prepares a temporary folder with the DAG file, an ``AIRFLOW_HOME`` and a
-wheelhouse (each node's bash script installs the pipeline into a fresh venv, as on a worker; pip is
+wheelhouse (each node's worker program installs the pipeline into a fresh venv, as on a worker; pip is
 pointed at the wheelhouse with ``PIP_FIND_LINKS``/``PIP_NO_INDEX``), then starts
 :mod:`dkist_processing_core.engines._airflow_child` in a session of its own with a clean Airflow
 environment, shows its output and turns the JSON result it writes into a :class:`RunSummary`.

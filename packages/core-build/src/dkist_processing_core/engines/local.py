@@ -48,7 +48,7 @@ from dkist_processing_core.engines._common import default_log_root
 from dkist_processing_core.engines._common import local_run_id
 from dkist_processing_core.engines._failure_report import failure_context
 from dkist_processing_core.engines._failure_report import report_on_isb
-from dkist_processing_core.run_task import RECIPE_RUN_ID_VARIABLE
+from dkist_processing_core.recipe_run_id import RECIPE_RUN_ID_VARIABLE
 
 if TYPE_CHECKING:
     from dkist_processing_core._workflow_model import Workflow

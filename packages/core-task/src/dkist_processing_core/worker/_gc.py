@@ -1,7 +1,6 @@
-"""``dkist-processing-core worker gc``: evict entries of a worker's venv cache.
+"""``worker gc``: evict entries of a worker's venv cache (``python -m dkist_processing_core.worker gc``).
 
-The layout and the locking protocol are those of the worker script's helper
-(:mod:`dkist_processing_core.export.worker_cache`). Per key folder, under its lock taken exclusively
+The layout and the locking protocol are :mod:`._cache`'s. Per key folder, under its lock taken exclusively
 and without waiting (a folder whose lock is busy, because a task is building or starting from it,
 is left for the next run):
 
@@ -22,14 +21,24 @@ import os
 import re
 import shutil
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from dataclasses import field
 from pathlib import Path
+from typing import Protocol
 
-from dkist_processing_core.export import worker_cache
+from dkist_processing_core.worker import _cache as worker_cache
+from dkist_processing_core.worker._protocol import WorkerError
+from dkist_processing_core.worker._protocol import emit
 
-__all__ = ["GcReport", "collect_garbage", "parse_age", "parse_size"]
+__all__ = [
+    "GcReport",
+    "Say",
+    "collect_garbage",
+    "gc_command",
+    "human_size",
+    "parse_age",
+    "parse_size",
+]
 
 _SIZE = re.compile(r"([0-9]+(?:\.[0-9]+)?)\s*([KMGT]?)(?:i?B)?", re.IGNORECASE)
 _AGE = re.compile(r"([0-9]+(?:\.[0-9]+)?)\s*([smhdw]?)", re.IGNORECASE)
@@ -124,8 +133,18 @@ def _try_lock(folder: Path) -> int | None:
     return fd
 
 
+class Say(Protocol):
+    """Where gc reports what it does with an entry (by default a ``gc`` event of the protocol)."""
+
+    def __call__(self, action: str, entry: str, reason: str, size: int | None = None) -> None: ...
+
+
+def _emit_gc(action: str, entry: str, reason: str, size: int | None = None) -> None:
+    emit("gc", action=action, entry=entry, reason=reason, size=size)
+
+
 class _Collector:
-    def __init__(self, root: Path, dry_run: bool, say: Callable[[str], None]) -> None:
+    def __init__(self, root: Path, dry_run: bool, say: Say) -> None:
         self.root, self.dry_run, self.say = root, dry_run, say
         self.report = GcReport()
         self.seen: set[tuple[int, int]] = set()
@@ -143,7 +162,7 @@ class _Collector:
             shutil.rmtree(trash)
         except OSError as error:
             self.report.errors.append(f"{path}: {error}")
-            self.say(f"could not remove {path}: {error}")
+            self.say("error", str(path), f"could not remove it: {error}")
             return False
         return True
 
@@ -157,7 +176,7 @@ class _Collector:
             fd = _try_lock(folder)
             if fd is None:
                 self.report.busy += 1
-                self.say(f"skipped {folder.name}: a task is building or starting from it")
+                self.say("skipped", folder.name, "a task is building or starting from it")
                 continue
             try:
                 current = (
@@ -175,8 +194,9 @@ class _Collector:
                             ) if child.is_dir() and not child.is_symlink() else child.unlink()
                         continue
                     if os.path.realpath(child) in held:
+                        users = held[os.path.realpath(child)]
                         self.say(
-                            f"kept {folder.name}/{name}: in use by {held[os.path.realpath(child)]} running task(s)"
+                            "kept", f"{folder.name}/{name}", f"in use by {users} running task(s)"
                         )
                         continue
                     size = _size(child, self.seen)
@@ -190,7 +210,7 @@ class _Collector:
                         self.report.removed_size += size
                         self.report.size_before += size
                         self.report.entries += 1
-                        self.say(f"{self.verb} {folder.name}/{name} ({human_size(size)}): {why}")
+                        self.say(self.verb, f"{folder.name}/{name}", why, size)
                 if current is not None and (folder / current).is_dir():
                     size = _size(folder / current, self.seen)
                     published.append(_Entry(folder, folder / current, size, last_used))
@@ -203,15 +223,15 @@ class _Collector:
     def evict(self, entry: _Entry, why: str, now: float) -> bool:
         fd = _try_lock(entry.folder)
         if fd is None:
-            self.say(f"kept {entry.folder.name}: a task is starting from it")
+            self.say("kept", entry.folder.name, "a task is starting from it")
             return False
         try:
             held = worker_cache.held_envs(self.root)
             if os.path.realpath(entry.path) in held:
-                self.say(
-                    f"kept {entry.folder.name} ({human_size(entry.size)}, last used "
-                    f"{_human_age(now - entry.last_used)} ago): in use by {held[os.path.realpath(entry.path)]} running task(s)"
-                )
+                users = held[os.path.realpath(entry.path)]
+                age = _human_age(now - entry.last_used)
+                reason = f"in use by {users} running task(s) (last used {age} ago)"
+                self.say("kept", entry.folder.name, reason, entry.size)
                 return False
             if not self._delete(entry.folder, entry.path, unpublish=True):
                 return False
@@ -219,10 +239,8 @@ class _Collector:
             os.close(fd)
         self.report.removed += 1
         self.report.removed_size += entry.size
-        self.say(
-            f"{self.verb} {entry.folder.name} ({human_size(entry.size)}, last used "
-            f"{_human_age(now - entry.last_used)} ago): {why}"
-        )
+        age = _human_age(now - entry.last_used)
+        self.say(self.verb, entry.folder.name, f"{why} (last used {age} ago)", entry.size)
         return True
 
 
@@ -232,13 +250,13 @@ def collect_garbage(
     max_size: int | None = None,
     max_age: float | None = None,
     dry_run: bool = False,
-    say: Callable[[str], None] = print,
+    say: Say = _emit_gc,
     now: float | None = None,
 ) -> GcReport:
     """Evict from the venv cache under ``cache_dir`` (the value of ``DKIST_VENV_CACHE_DIR``)."""
     root = cache_dir / worker_cache.LAYOUT
     if not root.is_dir():
-        say(f"nothing to collect: {cache_dir} has no venv cache ({worker_cache.LAYOUT}) yet")
+        say("nothing", str(cache_dir), f"no venv cache ({worker_cache.LAYOUT}) yet")
         return GcReport()
     now = time.time() if now is None else now
     collector = _Collector(root, dry_run, say)
@@ -260,9 +278,41 @@ def collect_garbage(
                 total -= entry.size
                 remaining.remove(entry)
         if total > max_size:
-            say(
-                f"the cache is still {human_size(total)}, over {human_size(max_size)}: the rest is in use"
-            )
+            reason = f"still {human_size(total)}, over {human_size(max_size)}: the rest is in use"
+            say("over", str(cache_dir), reason, total)
     report = collector.report
     report.in_use = len([path for path in worker_cache.held_envs(root) if path])
     return report
+
+
+def gc_command(
+    cache_dir: str | None, max_size: str | None, max_age: str | None, dry_run: bool
+) -> int:
+    """``worker gc`` with its options as given; prints ``gc`` events and one ``gc-summary``.
+
+    Exit status 0, or 1 when an entry could not be removed; a bad option is WorkerError status 2.
+    """
+    cache_dir = cache_dir or os.environ.get("DKIST_VENV_CACHE_DIR")
+    if not cache_dir:
+        raise WorkerError("no cache folder: pass --cache-dir DIR or set DKIST_VENV_CACHE_DIR", 2)
+    if not os.path.isabs(cache_dir):
+        raise WorkerError(f"the cache folder must be an absolute path, got {cache_dir!r}", 2)
+    try:
+        size = parse_size(max_size) if max_size is not None else None
+        age = parse_age(max_age) if max_age is not None else None
+    except ValueError as error:
+        raise WorkerError(str(error), 2) from None
+    report = collect_garbage(Path(cache_dir), max_size=size, max_age=age, dry_run=dry_run)
+    emit(
+        "gc-summary",
+        entries=report.entries,
+        size_before=report.size_before,
+        removed=report.removed,
+        removed_size=report.removed_size,
+        size_after=report.size_after,
+        in_use=report.in_use,
+        busy=report.busy,
+        errors=len(report.errors),
+        dry_run=dry_run,
+    )
+    return 1 if report.errors else 0

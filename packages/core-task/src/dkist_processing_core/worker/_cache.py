@@ -1,8 +1,4 @@
-"""The per-version venv cache of the worker script (the first part of the embedded helper program).
-
-The DAG file embeds ``worker_cache.py`` followed by ``worker_env.py`` as one standard-library
-program for the worker's ``python3``; ``dkist-processing-core worker gc`` imports this module for
-the cache layout.
+"""The worker's per-version venv cache: layout, key, content check, locking, building.
 
 Cache (``DKIST_VENV_CACHE_DIR``, off when unset): ``<dir>/venvs-v1/<key>/`` per requirement, Python
 and platform, public release versions only. A venv is not relocatable, so it is built where it will
@@ -23,21 +19,23 @@ import os
 import re
 import secrets
 import shutil
-import sys
-import sysconfig
+import subprocess
 import tempfile
 import time
 from pathlib import Path
 from typing import Protocol
+
+from dkist_processing_core.worker._protocol import WorkerError
+from dkist_processing_core.worker._protocol import note
 
 LAYOUT = "venvs-v1"
 MARKER = ".dkist-venv-cache.json"
 MARKER_FORMAT = 1
 HOLD_GRACE_SECONDS = 3600.0
 OUTCOMES = ("off", "uncacheable", "hit", "built", "rebuilt", "error")
-_PREFIX = "dkist-processing-core:"
 _NAME = r"[A-Za-z0-9](?:[A-Za-z0-9._-]*[A-Za-z0-9])?"
-_REQUIREMENT = re.compile(rf"({_NAME})(?:\[({_NAME}(?:,{_NAME})*)\])?==([A-Za-z0-9.!+_-]+)")
+#: What a task installs: ``dist[extra,...]==version``.
+REQUIREMENT = re.compile(rf"({_NAME})(?:\[({_NAME}(?:,{_NAME})*)\])?==([A-Za-z0-9.!+_-]+)")
 # PEP 440 public release: no local part (+x) and no development release (.devN).
 _PUBLIC_RELEASE = re.compile(
     r"(?:[0-9]+!)?[0-9]+(?:\.[0-9]+)*(?:[-_.]?(?:a|b|c|rc|alpha|beta|pre|preview)[-_.]?[0-9]*)?"
@@ -48,38 +46,56 @@ _ENV_NAME = re.compile(r"env-[0-9a-f]{12}")
 _TRUE = {"1", "true", "yes", "on", "y"}
 
 
-class SetupError(Exception):
-    """The environment cannot be made; ``status`` is the script's exit status."""
-
-    def __init__(self, message: str, status: int = 1) -> None:
-        super().__init__(message)
-        self.status = status
-
-
-def say(message: str) -> None:
-    """Print one line of the setup to the task log (stderr), prefixed like the script's own."""
-    print(f"{_PREFIX} {message}", file=sys.stderr, flush=True)
-
-
 def _canonical(name: str) -> str:
     return re.sub(r"[-_.]+", "-", name).lower()
 
 
-def cache_key(requirement: str) -> dict[str, object] | None:
-    """What identifies a cached venv, or None when the requirement may change under its version."""
-    match = _REQUIREMENT.fullmatch(requirement)
+#: Printed by the task venv's base interpreter: what of it a cached venv depends on.
+_INTERPRETER_FACTS = (
+    "import json, os, sys, sysconfig; print(json.dumps({"
+    "'python': '%s-%s%s' % (sys.implementation.name, '.'.join(map(str, sys.version_info[:3])), sys.abiflags), "
+    "'interpreter': os.path.realpath(getattr(sys, '_base_executable', '') or sys.executable), "
+    "'platform': sysconfig.get_platform()}))"
+)
+
+
+def interpreter_facts(python: str) -> dict[str, object]:
+    """Implementation, version and ABI, real path and platform of the interpreter ``python``."""
+    result = subprocess.run(
+        [python, "-I", "-S", "-c", _INTERPRETER_FACTS], capture_output=True, text=True, check=False
+    )
+    try:
+        facts = json.loads(result.stdout)
+    except ValueError:
+        facts = None
+    if result.returncode or not isinstance(facts, dict):
+        raise OSError(f"{python} did not describe itself: {result.stderr.strip()[-300:]}")
+    return facts
+
+
+def cache_key(requirement: str, interpreter: dict[str, object]) -> dict[str, object] | None:
+    """What identifies a cached venv, or None when the requirement may change under its version.
+
+    ``interpreter`` is :func:`interpreter_facts` of the venv's base interpreter.
+    """
+    match = REQUIREMENT.fullmatch(requirement)
     if match is None or not _PUBLIC_RELEASE.fullmatch(match.group(3)):
         return None
     extras = sorted({_canonical(extra) for extra in (match.group(2) or "").split(",") if extra})
-    base = os.path.realpath(getattr(sys, "_base_executable", "") or sys.executable)
     return {
         "distribution": _canonical(match.group(1)),
         "extras": extras,
         "version": match.group(3).lower(),
-        "python": f"{sys.implementation.name}-{'.'.join(map(str, sys.version_info[:3]))}{sys.abiflags}",
-        "interpreter": base,
-        "platform": sysconfig.get_platform(),
+        "python": interpreter["python"],
+        "interpreter": interpreter["interpreter"],
+        "platform": interpreter["platform"],
     }
+
+
+def cacheable(requirement: str) -> bool:
+    """Whether ``requirement`` names a public release (the only kind the cache keeps)."""
+    match = REQUIREMENT.fullmatch(requirement)
+    return match is not None and _PUBLIC_RELEASE.fullmatch(match.group(3)) is not None
 
 
 def key_name(key: dict[str, object]) -> str:
@@ -151,7 +167,7 @@ def lock(fd: int, exclusive: bool, what: str) -> None:
     try:
         fcntl.flock(fd, kind | fcntl.LOCK_NB)
     except BlockingIOError:
-        say(f"waiting for another task that is building {what}")
+        note(f"waiting for another task that is building {what}")
         fcntl.flock(fd, kind)
 
 
@@ -201,7 +217,7 @@ def distributions(venv: Path) -> list[str]:
 
 
 class Installs(Protocol):
-    """What the cache needs of an installer (``worker_env.Installer``)."""
+    """What the cache needs of an installer (:class:`~dkist_processing_core.worker._install.Installer`)."""
 
     name: str
 
@@ -222,7 +238,7 @@ class Cache:
         if not value:
             return None
         if not os.path.isabs(value) or re.search(r"[\x00-\x1f\x7f]", value):
-            raise SetupError(f"DKIST_VENV_CACHE_DIR must be an absolute path, got {value!r}", 2)
+            raise WorkerError(f"DKIST_VENV_CACHE_DIR must be an absolute path, got {value!r}", 2)
         return cls(Path(value) / LAYOUT)
 
     def open(self) -> None:
@@ -259,7 +275,7 @@ class Cache:
             if isinstance(found, str):
                 outcome = "built" if found == "missing" else "rebuilt"
                 if found != "missing":
-                    say(f"the cached environment {folder.name} is not used: {found}")
+                    note(f"the cached environment {folder.name} is not used: {found}")
                 found = self._build(folder, key, requirement, installer, found != "missing")
             entry, marker = found
             os.pwrite(hold, str(entry).encode(), 0)
@@ -289,14 +305,14 @@ class Cache:
             ):
                 aside = folder / f"aside-{time.strftime('%Y%m%dT%H%M%S')}-{secrets.token_hex(3)}"
                 target.rename(aside)
-                say(f"set aside as {aside}")
+                note(f"set aside as {aside}")
         for child in folder.iterdir():  # half-built or superseded entries that no task holds
             if _ENV_NAME.fullmatch(child.name) and os.path.realpath(child) not in held:
                 shutil.rmtree(child, ignore_errors=True)
             elif child.name.startswith("current.tmp-"):
                 child.unlink(missing_ok=True)
         entry = folder / f"env-{secrets.token_hex(6)}"
-        say(f"building the cached environment {folder.name} with {installer.name}")
+        note(f"building the cached environment {folder.name} with {installer.name}")
         started = time.monotonic()
         installer.create(entry, requirement, compile_bytecode=True)
         listing = distributions(entry)
