@@ -265,7 +265,7 @@ def test_sigterm_stops_the_airflow_engine_and_every_process_it_started(cli, tmp_
         give_up = time.monotonic() + 600
         # Wait for the first task's worker program, started by Airflow's dag.test() in the child.
         while not any(
-            " bash " in f" {p} " or "/bash " in p for p in processes_with_variable(marker)
+            "-m dkist_processing_core.worker run" in p for p in processes_with_variable(marker)
         ):
             assert process.poll() is None and time.monotonic() < give_up, "".join(lines)
             time.sleep(0.2)

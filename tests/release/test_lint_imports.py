@@ -50,10 +50,12 @@ def stand_in_tree(tmp_path: Path) -> Path:
             path = module_path(packages_dir, member, module)
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text(f"from {PACKAGE} import {below}\n" if below else "import json\n")
-    shutil.copy(
-        REPO_ROOT / "packages" / "core-task" / "src" / PACKAGE / "__init__.py",
-        packages_dir / "core-task" / "src" / PACKAGE / "__init__.py",
-    )
+    # The two real modules whose TYPE_CHECKING imports the contract ignores (the ignore must match).
+    for module in ("__init__.py", "workflow.py"):
+        shutil.copy(
+            REPO_ROOT / "packages" / "core-task" / "src" / PACKAGE / module,
+            packages_dir / "core-task" / "src" / PACKAGE / module,
+        )
     return packages_dir
 
 
