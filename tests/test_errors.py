@@ -18,6 +18,7 @@ ERRORS = [
     ("dkist_processing_core.recipe_run_id", "RecipeRunIdError", ValueError, 2),
     # its own `status` (the worker's exit status: 2, or the installer's) is set per instance
     ("dkist_processing_core.worker._protocol", "WorkerError", Exception, 1),
+    ("dkist_processing_core.worker._cache", "CacheFullError", OSError, 1),
     ("dkist_processing_core.node", "WorkflowError", ValueError, 1),
     ("dkist_processing_core.node", "WorkflowCycleError", ValueError, 1),
     ("dkist_processing_core.build_utils", "ExportTargetError", ValueError, 1),

@@ -10,14 +10,19 @@ from __future__ import annotations
 import json
 import os
 import signal
+import subprocess
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
+from dkist_processing_core.worker import WORKER_COMMAND
 from dkist_processing_core.worker import _cache as worker_cache
 from dkist_processing_core.worker import read_events
+from dkist_processing_core.worker._digest import stat_digest
+from dkist_processing_core.worker._install import interpreter_facts
+from helpers.small_disk import small_disk_command
 from helpers.worker_script import EXAMPLE_REQUIREMENT
 from helpers.worker_script import cache_outcomes
 from helpers.worker_script import installers_used
@@ -85,14 +90,16 @@ def test_tasks_of_one_version_build_once_and_never_write_to_the_entry(
     assert marker["installer"] == installer
     assert "dkist-processing-example==1.0.0" in marker["distributions"]
     assert list(entry.rglob("*.pyc")), "the entry is byte-compiled when it is built"
-    before = worker_cache.tree_digest(entry)
+    before = stat_digest(entry, worker_cache.MARKER)
 
     for _ in range(2):
         again = _ok(run_script(env))
         assert cache_outcomes(again) == ["hit"] and installers_used(again) == ["none"]
         assert "building the cached environment" not in again
         assert "dkist-processing-example==1.0.0" in again  # the listing comes from the marker
-    assert worker_cache.tree_digest(entry) == before  # PYTHONDONTWRITEBYTECODE: nothing written
+    assert (
+        stat_digest(entry, worker_cache.MARKER) == before
+    )  # PYTHONDONTWRITEBYTECODE: nothing written
     assert _entries(tmp_path) == {entry.parent.name: [entry.name]}
     assert list((tmp_path / "tmp").iterdir()) == []  # scratch folders removed
     assert list((_root(tmp_path) / "holds").iterdir()) == []  # hold files removed
@@ -229,7 +236,7 @@ def test_a_damaged_entry_is_set_aside_and_rebuilt_never_used(tmp_path, example_w
     ],
 )
 def test_only_public_release_versions_are_cached(version, cached):
-    interpreter = worker_cache.interpreter_facts(sys.executable)
+    interpreter = interpreter_facts(sys.executable)
     key = worker_cache.cache_key(f"dkist-processing-x[frozen,GPU]=={version}", interpreter)
     assert (key is not None) == cached
     if key is not None:
@@ -245,3 +252,103 @@ def test_a_dev_version_installs_into_a_throw_away_venv(tmp_path, example_wheelho
     assert result.returncode != 0  # the wheelhouse has no such version
     assert list((_root(tmp_path)).glob("*/env-*")) == [] if _root(tmp_path).exists() else True
     assert list((tmp_path / "tmp").iterdir()) == []
+
+
+def _worker(tmp_path: Path, env: dict[str, str], *args: str, timeout: float = 120):
+    """``python -m dkist_processing_core.worker ARGS`` with the cache of ``_env``."""
+    return subprocess.run(
+        [sys.executable, "-m", "dkist_processing_core.worker", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
+def test_a_change_that_keeps_size_and_mtime_is_found_by_verify_and_never_served_again(
+    tmp_path, example_wheelhouse
+):
+    """Issue 22 item 3: a start checks sizes and times only; verify reads every byte."""
+    env = _env(tmp_path, example_wheelhouse, "uv")
+    _ok(run_script(env))
+    entry = _current(tmp_path)
+    (module,) = entry.glob("lib/python*/site-packages/dkist_processing_example/tasks.py")
+    before = module.stat()
+    text = module.read_bytes()
+    damaged = text.replace(b"Running", b"Runnin!", 1)  # one byte: as a bad disk block would
+    assert damaged != text and len(damaged) == len(text)
+    module.write_bytes(damaged)
+    os.utime(module, ns=(before.st_atime_ns, before.st_mtime_ns))
+
+    clean = _worker(tmp_path, env, "verify", "--cache-dir", str(tmp_path / "cache"))
+    events = list(read_events(clean.stdout))
+    assert clean.returncode == 1, clean.stdout + clean.stderr
+    (verdict,) = [fields for event, fields in events if event == "verify"]
+    assert verdict["outcome"] == "damaged"
+    assert any(
+        path.endswith("dkist_processing_example/tasks.py") for path in verdict["damaged_files"]
+    )
+    assert ("verify-summary", {"checked": 1, "damaged": 1}) == (
+        events[-1][0],
+        {key: events[-1][1][key] for key in ("checked", "damaged")},
+    )
+    assert not entry.exists() and list(entry.parent.glob("aside-*")), "set aside, never served"
+
+    again = _ok(run_script(env))
+    assert cache_outcomes(again) == ["built"] and _current(tmp_path) != entry
+    healthy = _worker(tmp_path, env, "verify", "--cache-dir", str(tmp_path / "cache"))
+    assert healthy.returncode == 0, healthy.stdout + healthy.stderr
+    assert [f["outcome"] for e, f in read_events(healthy.stdout) if e == "verify"] == ["ok"]
+
+
+def test_a_fifo_in_holds_blocks_neither_a_build_nor_gc(tmp_path, example_wheelhouse):
+    """Issue 22 item 8: nothing in holds/ that is not a regular file is ever opened."""
+    env = _env(tmp_path, example_wheelhouse, "uv")
+    holds = _root(tmp_path) / "holds"
+    holds.mkdir(parents=True)
+    os.mkfifo(holds / "planted-fifo")
+    (holds / "planted-link").symlink_to(holds / "planted-fifo")
+    output = _ok(run_script(env, timeout=120))  # used to block on the FIFO for ever
+    assert cache_outcomes(output) == ["built"]
+    assert cache_outcomes(_ok(run_script(env, timeout=120))) == ["hit"]
+    gc = _worker(tmp_path, env, "gc", "--cache-dir", str(tmp_path / "cache"), "--max-age", "7d")
+    assert gc.returncode == 0, gc.stdout + gc.stderr
+    assert sorted(path.name for path in holds.iterdir()) == [], "gc removes what is not a hold"
+
+
+@pytest.mark.parametrize("installer", ["uv", "pip"])
+def test_a_full_cache_disk_falls_back_to_a_throw_away_venv_and_leaves_nothing(
+    tmp_path, example_wheelhouse, installer
+):
+    """Issue 22 item 7: the task runs anyway; no half-built entry or temporary file stays behind."""
+    env = _env(tmp_path, example_wheelhouse, installer, DKIST_TEST_COMMAND=WORKER_COMMAND)
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    # The task's command, then (still inside the namespace that sees the small disk) what is left.
+    then_list = (
+        'bash -c "$DKIST_TEST_COMMAND"; s=$?; find "$0" -mindepth 1 -printf "LEFT %P\\n"; exit $s'
+    )
+    result = subprocess.run(
+        small_disk_command(cache, "6m", ["bash", "-c", then_list, str(cache)]),
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    output = _ok(result)
+    assert cache_outcomes(output) == ["error"], output[-4000:]
+    notes = [f["message"] for e, f in read_events(output) if e == "note"]
+    assert any("the cache's disk is full" in note for note in notes), notes
+    (setup,) = [f for e, f in read_events(output) if e == "setup"]
+    assert not str(setup["venv"]).startswith(str(cache)), "a throw-away venv outside the cache"
+    left = sorted(
+        line.removeprefix("LEFT ")
+        for line in result.stdout.splitlines()
+        if line.startswith("LEFT ")
+    )
+    keys = [name for name in left if name.count("/") == 1 and name != "venvs-v1/holds"]
+    expected = ["venvs-v1", "venvs-v1/holds", *keys, *(f"{key}/lock" for key in keys)]
+    assert len(keys) == 1 and left == sorted(expected), f"left on the full disk: {left}"
+    assert list((tmp_path / "tmp").iterdir()) == []  # scratch removed

@@ -26,6 +26,10 @@ def _parser() -> argparse.ArgumentParser:
     gc.add_argument("--max-size", metavar="SIZE", help="e.g. 20G: evict least recently used")
     gc.add_argument("--max-age", metavar="AGE", help="e.g. 7d: evict entries unused for longer")
     gc.add_argument("--dry-run", action="store_true", help="say what would be removed")
+    verify = commands.add_parser(
+        "verify", help="check every cached venv byte for byte; set damaged ones aside (exit 1)"
+    )
+    verify.add_argument("--cache-dir", help="the cache folder (default: $DKIST_VENV_CACHE_DIR)")
     return parser
 
 
@@ -36,12 +40,16 @@ def main(argv: list[str] | None = None) -> int:
         from dkist_processing_core.worker._steps import run_worker
 
         return run_worker(dict(os.environ))
+    from dkist_processing_core.worker._gc import cache_folder
     from dkist_processing_core.worker._gc import gc_command
+    from dkist_processing_core.worker._verify import verify_cache
 
     try:
+        if args.command == "verify":
+            return 1 if verify_cache(cache_folder(args.cache_dir)) else 0
         return gc_command(args.cache_dir, args.max_size, args.max_age, args.dry_run)
     except WorkerError as error:
-        emit("error", step="gc", status=error.status, message=str(error))
+        emit("error", step=args.command, status=error.status, message=str(error))
         return error.status
 
 

@@ -2,12 +2,15 @@
 
 Cache (``DKIST_VENV_CACHE_DIR``, off when unset): ``<dir>/venvs-v1/<key>/`` per requirement, Python
 and platform, public release versions only. A venv is not relocatable, so it is built where it will
-stay (``env-<random>/``), byte-compiled, digested (relative path, size and mtime of every file) into
-the completion marker, and published by renaming the symlink ``current`` over the old one. Readers
-take the key's ``lock`` shared, builders and ``gc`` exclusive; a task records the entry it uses in
-its hold file (``holds/``) while holding an exclusive flock on it, which the script's open file
-keeps for the task's lifetime. An entry whose marker or digest does not match is never used: it is
-unpublished, set aside (``aside-*``, unless a running task still holds it) and rebuilt.
+stay (``env-<random>/``), byte-compiled, digested (:mod:`._digest`: the quick stat digest every
+start checks, the content digest ``verify`` checks) into the completion marker, and published by
+renaming the symlink ``current`` over the old one. Readers take the key's ``lock`` shared, builders,
+``gc`` and ``verify`` exclusive; a task records the entry it uses in its hold file (``holds/``)
+while holding an exclusive flock on it, which the task process keeps for its lifetime. An entry
+whose marker or digest does not match is never used: it is unpublished, set aside (``aside-*``,
+unless a running task still holds it) and rebuilt. A build that fails is removed at once; when it
+failed because the cache's disk is full, :class:`CacheFullError` tells the caller to fall back to a
+throw-away venv.
 """
 
 from __future__ import annotations
@@ -19,18 +22,23 @@ import os
 import re
 import secrets
 import shutil
-import subprocess
+import stat
 import tempfile
 import time
 from pathlib import Path
 from typing import Protocol
 
+from dkist_processing_core.errors import DKISTProcessingCoreError
+from dkist_processing_core.worker._digest import content_digest
+from dkist_processing_core.worker._digest import stat_digest
+from dkist_processing_core.worker._install import distributions
 from dkist_processing_core.worker._protocol import WorkerError
 from dkist_processing_core.worker._protocol import note
 
 LAYOUT = "venvs-v1"
 MARKER = ".dkist-venv-cache.json"
-MARKER_FORMAT = 1
+MARKER_FORMAT = 2  # 2: with the content digest that verify checks
+MARKER_LIMIT = 64 * 1024 * 1024  # a marker lists the entry's distributions and file digests
 HOLD_GRACE_SECONDS = 3600.0
 OUTCOMES = ("off", "uncacheable", "hit", "built", "rebuilt", "error")
 _NAME = r"[A-Za-z0-9](?:[A-Za-z0-9._-]*[A-Za-z0-9])?"
@@ -48,29 +56,6 @@ _TRUE = {"1", "true", "yes", "on", "y"}
 
 def _canonical(name: str) -> str:
     return re.sub(r"[-_.]+", "-", name).lower()
-
-
-#: Printed by the task venv's base interpreter: what of it a cached venv depends on.
-_INTERPRETER_FACTS = (
-    "import json, os, sys, sysconfig; print(json.dumps({"
-    "'python': '%s-%s%s' % (sys.implementation.name, '.'.join(map(str, sys.version_info[:3])), sys.abiflags), "
-    "'interpreter': os.path.realpath(getattr(sys, '_base_executable', '') or sys.executable), "
-    "'platform': sysconfig.get_platform()}))"
-)
-
-
-def interpreter_facts(python: str) -> dict[str, object]:
-    """Implementation, version and ABI, real path and platform of the interpreter ``python``."""
-    result = subprocess.run(
-        [python, "-I", "-S", "-c", _INTERPRETER_FACTS], capture_output=True, text=True, check=False
-    )
-    try:
-        facts = json.loads(result.stdout)
-    except ValueError:
-        facts = None
-    if result.returncode or not isinstance(facts, dict):
-        raise OSError(f"{python} did not describe itself: {result.stderr.strip()[-300:]}")
-    return facts
 
 
 def cache_key(requirement: str, interpreter: dict[str, object]) -> dict[str, object] | None:
@@ -106,54 +91,63 @@ def key_name(key: dict[str, object]) -> str:
     return f"{key['distribution']}-{version}-py{python[0]}{python[1]}-{digest}"
 
 
-def tree_digest(root: Path) -> tuple[str, int]:
-    """sha256 over relative path, size and mtime of every file (link targets, folders); file count."""
-    hasher = hashlib.sha256()
-    files = 0
-    pending = [b""]
-    while pending:
-        relative = pending.pop()
-        with os.scandir(
-            os.path.join(os.fsencode(root), relative) if relative else os.fsencode(root)
-        ) as it:
-            entries = sorted(it, key=lambda entry: entry.name)
-        for entry in entries:
-            path = relative + b"/" + entry.name if relative else entry.name
-            if path == MARKER.encode():
-                continue
-            if entry.is_symlink():
-                hasher.update(b"L " + path + b" " + os.readlink(entry.path) + b"\n")
-            elif entry.is_dir(follow_symlinks=False):
-                hasher.update(b"D " + path + b"\n")
-                pending.append(path)
-            else:
-                stat = entry.stat(follow_symlinks=False)
-                hasher.update(b"F %s %d %d\n" % (path, stat.st_size, stat.st_mtime_ns))
-                files += 1
-    return hasher.hexdigest(), files
-
-
 def held_envs(root: Path, *, remove_stale: bool = False) -> dict[str, int]:
-    """Entry folder (real path) -> number of running tasks holding it (hold files whose flock is taken)."""
+    """Entry folder (real path) -> number of running tasks holding it (hold files whose flock is taken).
+
+    Only regular files are holds: anything else in ``holds/`` (a FIFO, a symbolic link, a device)
+    is never opened, so it cannot block; ``remove_stale`` (gc) removes it, and hold files of dead
+    tasks older than :data:`HOLD_GRACE_SECONDS`.
+    """
     held: dict[str, int] = {}
     holds = root / "holds"
-    if not holds.is_dir():
+    try:
+        names = os.listdir(holds)
+    except (FileNotFoundError, NotADirectoryError):
         return held
-    for path in holds.iterdir():
+    for name in names:
+        path = holds / name
         try:
-            with open(path, "rb") as stream:
-                try:
-                    fcntl.flock(stream, fcntl.LOCK_SH | fcntl.LOCK_NB)
-                except BlockingIOError:
-                    target = stream.read().decode(errors="replace").strip()
-                    target = os.path.realpath(target) if target else target
-                    held[target] = held.get(target, 0) + 1
-                    continue
-            if remove_stale and time.time() - path.stat().st_mtime > HOLD_GRACE_SECONDS:
-                path.unlink()
+            if not stat.S_ISREG(os.lstat(path).st_mode):
+                if remove_stale and not path.is_dir():
+                    path.unlink()
+                continue
+            # O_NONBLOCK | O_NOFOLLOW: never block and never follow, even if the file was swapped
+            fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_CLOEXEC)
         except FileNotFoundError:
             continue
+        except OSError:  # swapped for a symbolic link, or unreadable: not a hold of ours
+            continue
+        try:
+            info = os.fstat(fd)
+            if not stat.S_ISREG(info.st_mode):
+                continue
+            try:
+                fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+            except BlockingIOError:
+                text = os.pread(fd, 4096, 0).decode(errors="replace").strip()
+                target = os.path.realpath(text) if text else text
+                held[target] = held.get(target, 0) + 1
+                continue
+            if remove_stale and time.time() - info.st_mtime > HOLD_GRACE_SECONDS:
+                path.unlink(missing_ok=True)
+        finally:
+            os.close(fd)
     return held
+
+
+def _read_regular_file(path: Path, limit: int) -> bytes:
+    """The bytes of a regular file of at most ``limit`` bytes; OSError for anything else.
+
+    Opened without following a symbolic link and without blocking (a FIFO put in its place).
+    """
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_CLOEXEC)
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode) or info.st_size > limit:
+            raise OSError(f"{path} is not a regular file of at most {limit} bytes")
+        return os.read(fd, limit + 1)
+    finally:
+        os.close(fd)
 
 
 def open_lock(path: Path) -> int:
@@ -171,8 +165,11 @@ def lock(fd: int, exclusive: bool, what: str) -> None:
         fcntl.flock(fd, kind)
 
 
-def read_entry(folder: Path, key: dict[str, object]) -> tuple[Path, dict[str, object]] | str:
-    """The published entry of a key folder and its marker, or why it must not be used."""
+def read_entry(folder: Path, key: dict[str, object] | None) -> tuple[Path, dict[str, object]] | str:
+    """The published entry of a key folder and its marker, or why it must not be used.
+
+    ``key`` None (``verify``): any key the marker names is taken.
+    """
     try:
         target = os.readlink(folder / "current")
     except FileNotFoundError:
@@ -183,7 +180,7 @@ def read_entry(folder: Path, key: dict[str, object]) -> tuple[Path, dict[str, ob
         return f"'current' points to {target!r} (foreign)"
     entry = folder / target
     try:
-        marker = json.loads((entry / MARKER).read_text(encoding="utf-8"))
+        marker = json.loads(_read_regular_file(entry / MARKER, MARKER_LIMIT))
     except FileNotFoundError:
         return "it has no completion marker (half-built)"
     except (OSError, ValueError) as error:
@@ -191,11 +188,11 @@ def read_entry(folder: Path, key: dict[str, object]) -> tuple[Path, dict[str, ob
     if (
         not isinstance(marker, dict)
         or marker.get("format") != MARKER_FORMAT
-        or marker.get("key") != key
+        or (key is not None and marker.get("key") != key)
     ):
         return "its marker names another requirement or interpreter (foreign)"
     try:
-        digest, _files = tree_digest(entry)
+        digest, _files = stat_digest(entry, MARKER)
     except OSError as error:
         return f"its files cannot be read ({error})"
     if digest != marker.get("digest"):
@@ -203,17 +200,12 @@ def read_entry(folder: Path, key: dict[str, object]) -> tuple[Path, dict[str, ob
     return entry, marker
 
 
-def distributions(venv: Path) -> list[str]:
-    """``name==version`` of every distribution in the venv (what ``pip list --format=freeze`` says)."""
-    from importlib.metadata import distributions as found
+#: A build that fails with less than this left on the cache's disk failed for want of space.
+FULL_BELOW_BYTES = 64 * 1024 * 1024
 
-    paths = [str(path) for path in sorted(venv.glob("lib/python*/site-packages"))]
-    listed = {
-        f"{dist.metadata['Name']}=={dist.version}"
-        for dist in found(path=paths)
-        if dist.metadata["Name"]
-    }
-    return sorted(listed, key=str.lower)
+
+class CacheFullError(DKISTProcessingCoreError, OSError):
+    """Building an entry failed because the cache's disk is full (the task falls back)."""
 
 
 class Installs(Protocol):
@@ -293,19 +285,8 @@ class Cache:
         broken: bool,
     ) -> tuple[Path, dict[str, object]]:
         held = held_envs(self.root)
-        current = folder / "current"
         if broken:
-            target = folder / os.readlink(current) if current.is_symlink() else None
-            current.unlink(missing_ok=True)
-            if (
-                target is not None
-                and target.is_dir()
-                and os.path.realpath(target) not in held
-                and _ENV_NAME.fullmatch(target.name)
-            ):
-                aside = folder / f"aside-{time.strftime('%Y%m%dT%H%M%S')}-{secrets.token_hex(3)}"
-                target.rename(aside)
-                note(f"set aside as {aside}")
+            unpublish(folder, held)
         for child in folder.iterdir():  # half-built or superseded entries that no task holds
             if _ENV_NAME.fullmatch(child.name) and os.path.realpath(child) not in held:
                 shutil.rmtree(child, ignore_errors=True)
@@ -313,15 +294,37 @@ class Cache:
                 child.unlink(missing_ok=True)
         entry = folder / f"env-{secrets.token_hex(6)}"
         note(f"building the cached environment {folder.name} with {installer.name}")
+        try:
+            return self._build_entry(folder, entry, key, requirement, installer)
+        except BaseException as error:
+            available = _available_bytes(folder)  # before the half-built entry frees its space
+            shutil.rmtree(entry, ignore_errors=True)
+            if isinstance(error, (WorkerError, OSError)) and available < FULL_BELOW_BYTES:
+                raise CacheFullError(
+                    f"the cache's disk is full ({available // 1024} KiB left in {self.root}): "
+                    f"{error}"
+                ) from None
+            raise
+
+    def _build_entry(
+        self,
+        folder: Path,
+        entry: Path,
+        key: dict[str, object],
+        requirement: str,
+        installer: Installs,
+    ) -> tuple[Path, dict[str, object]]:
+        current = folder / "current"
         started = time.monotonic()
         installer.create(entry, requirement, compile_bytecode=True)
         listing = distributions(entry)
-        digest, files = tree_digest(entry)
+        digest, files = stat_digest(entry, MARKER)
         marker = {
             "format": MARKER_FORMAT,
             "key": key,
             "requirement": requirement,
             "digest": digest,
+            "content": content_digest(entry, MARKER),
             "files": files,
             "installer": installer.name,
             "built": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
@@ -334,6 +337,30 @@ class Cache:
         os.replace(link, current)
         _fsync_folder(folder)
         return entry, marker
+
+
+def unpublish(folder: Path, held: dict[str, int]) -> None:
+    """Under the key's exclusive lock: remove ``current``; set its entry aside unless a task holds it."""
+    current = folder / "current"
+    target = folder / os.readlink(current) if current.is_symlink() else None
+    current.unlink(missing_ok=True)
+    if (
+        target is not None
+        and target.is_dir()
+        and os.path.realpath(target) not in held
+        and _ENV_NAME.fullmatch(target.name)
+    ):
+        aside = folder / f"aside-{time.strftime('%Y%m%dT%H%M%S')}-{secrets.token_hex(3)}"
+        target.rename(aside)
+        note(f"set aside as {aside}")
+
+
+def _available_bytes(folder: Path) -> int:
+    try:
+        info = os.statvfs(folder)
+    except OSError:
+        return 0
+    return info.f_bavail * info.f_frsize
 
 
 def _write_durably(path: Path, data: bytes) -> None:

@@ -285,6 +285,16 @@ def collect_garbage(
     return report
 
 
+def cache_folder(given: str | None) -> Path:
+    """The cache folder of ``--cache-dir``, else ``DKIST_VENV_CACHE_DIR``; WorkerError status 2."""
+    folder = given or os.environ.get("DKIST_VENV_CACHE_DIR")
+    if not folder:
+        raise WorkerError("no cache folder: pass --cache-dir DIR or set DKIST_VENV_CACHE_DIR", 2)
+    if not os.path.isabs(folder):
+        raise WorkerError(f"the cache folder must be an absolute path, got {folder!r}", 2)
+    return Path(folder)
+
+
 def gc_command(
     cache_dir: str | None, max_size: str | None, max_age: str | None, dry_run: bool
 ) -> int:
@@ -292,17 +302,13 @@ def gc_command(
 
     Exit status 0, or 1 when an entry could not be removed; a bad option is WorkerError status 2.
     """
-    cache_dir = cache_dir or os.environ.get("DKIST_VENV_CACHE_DIR")
-    if not cache_dir:
-        raise WorkerError("no cache folder: pass --cache-dir DIR or set DKIST_VENV_CACHE_DIR", 2)
-    if not os.path.isabs(cache_dir):
-        raise WorkerError(f"the cache folder must be an absolute path, got {cache_dir!r}", 2)
+    folder = cache_folder(cache_dir)
     try:
         size = parse_size(max_size) if max_size is not None else None
         age = parse_age(max_age) if max_age is not None else None
     except ValueError as error:
         raise WorkerError(str(error), 2) from None
-    report = collect_garbage(Path(cache_dir), max_size=size, max_age=age, dry_run=dry_run)
+    report = collect_garbage(folder, max_size=size, max_age=age, dry_run=dry_run)
     emit(
         "gc-summary",
         entries=report.entries,

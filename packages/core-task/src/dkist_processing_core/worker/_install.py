@@ -9,6 +9,7 @@ uv reads no pip configuration, so pip's environment is translated (``PIP_INDEX_U
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 import sys
@@ -18,7 +19,7 @@ from dkist_processing_core.worker import DEFAULT_PIP_RETRIES
 from dkist_processing_core.worker import DEFAULT_PIP_TIMEOUT
 from dkist_processing_core.worker._protocol import WorkerError
 
-__all__ = ["TRUE", "Installer"]
+__all__ = ["TRUE", "Installer", "distributions", "interpreter_facts"]
 
 TRUE = {"1", "true", "yes", "on", "y"}
 
@@ -101,3 +102,39 @@ class Installer:
         if not compile_bytecode:
             install.append("--no-compile")
         self._run([*install, "--", requirement], "pip install")
+
+
+#: Printed by the task venv's base interpreter: what of it a cached venv depends on.
+_INTERPRETER_FACTS = (
+    "import json, os, sys, sysconfig; print(json.dumps({"
+    "'python': '%s-%s%s' % (sys.implementation.name, '.'.join(map(str, sys.version_info[:3])), sys.abiflags), "
+    "'interpreter': os.path.realpath(getattr(sys, '_base_executable', '') or sys.executable), "
+    "'platform': sysconfig.get_platform()}))"
+)
+
+
+def interpreter_facts(python: str) -> dict[str, object]:
+    """Implementation, version and ABI, real path and platform of the interpreter ``python``."""
+    result = subprocess.run(
+        [python, "-I", "-S", "-c", _INTERPRETER_FACTS], capture_output=True, text=True, check=False
+    )
+    try:
+        facts = json.loads(result.stdout)
+    except ValueError:
+        facts = None
+    if result.returncode or not isinstance(facts, dict):
+        raise OSError(f"{python} did not describe itself: {result.stderr.strip()[-300:]}")
+    return facts
+
+
+def distributions(venv: Path) -> list[str]:
+    """``name==version`` of every distribution in the venv (what ``pip list --format=freeze`` says)."""
+    from importlib.metadata import distributions as found
+
+    paths = [str(path) for path in sorted(venv.glob("lib/python*/site-packages"))]
+    listed = {
+        f"{dist.metadata['Name']}=={dist.version}"
+        for dist in found(path=paths)
+        if dist.metadata["Name"]
+    }
+    return sorted(listed, key=str.lower)

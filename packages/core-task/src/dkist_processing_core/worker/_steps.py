@@ -35,9 +35,9 @@ from dkist_processing_core.worker._cache import Cache
 from dkist_processing_core.worker._cache import _canonical
 from dkist_processing_core.worker._cache import cache_key
 from dkist_processing_core.worker._cache import cacheable
-from dkist_processing_core.worker._cache import distributions
-from dkist_processing_core.worker._cache import interpreter_facts
 from dkist_processing_core.worker._install import Installer
+from dkist_processing_core.worker._install import distributions
+from dkist_processing_core.worker._install import interpreter_facts
 from dkist_processing_core.worker._protocol import WorkerError
 from dkist_processing_core.worker._protocol import emit
 from dkist_processing_core.worker._protocol import note

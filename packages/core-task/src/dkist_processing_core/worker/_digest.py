@@ -1,0 +1,108 @@
+"""What the files of a cached venv are: a quick digest for every start, deep checks for ``verify``.
+
+- :func:`stat_digest` (every task start, about 0.2 s for 40,000 files): relative path, size and
+  modification time of every file, symbolic link targets and folders. It sees a file added,
+  removed, renamed, resized or rewritten the usual way (which sets the modification time); it
+  cannot see a change that keeps size and time (deliberate, or a damaged disk block).
+- :func:`content_digest` (``verify``; reads every byte): relative path and sha256 of the content
+  of every file, link targets and folders, recorded in the marker when the entry is built.
+- :func:`record_mismatches` (``verify``): the files whose content no longer matches the sha256 the
+  installer (pip or uv) wrote into the distributions' ``RECORD``: it names the damaged files.
+"""
+
+from __future__ import annotations
+
+import base64
+import csv
+import hashlib
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+__all__ = ["content_digest", "record_mismatches", "stat_digest"]
+
+_CHUNK = 1024 * 1024
+
+
+def _walk(root: Path, skip: str) -> Iterator[tuple[str, bytes, os.DirEntry[bytes]]]:
+    """``(kind, relative path, entry)`` of everything under ``root``, sorted, depth first.
+
+    kind is ``L`` (symbolic link), ``D`` (folder) or ``F`` (anything else); ``skip`` (the
+    marker's name) is left out.
+    """
+    base, skipped = os.fsencode(root), os.fsencode(skip)
+    pending = [b""]
+    while pending:
+        relative = pending.pop()
+        with os.scandir(os.path.join(base, relative) if relative else base) as it:
+            entries = sorted(it, key=lambda entry: entry.name)
+        for entry in entries:
+            path = relative + b"/" + entry.name if relative else entry.name
+            if path == skipped:
+                continue
+            if entry.is_symlink():
+                yield "L", path, entry
+            elif entry.is_dir(follow_symlinks=False):
+                yield "D", path, entry
+                pending.append(path)
+            else:
+                yield "F", path, entry
+
+
+def stat_digest(root: Path, skip: str) -> tuple[str, int]:
+    """sha256 over relative path, size and mtime of every file (link targets, folders); file count."""
+    hasher = hashlib.sha256()
+    files = 0
+    for kind, path, entry in _walk(root, skip):
+        if kind == "L":
+            hasher.update(b"L " + path + b" " + os.readlink(entry.path) + b"\n")
+        elif kind == "D":
+            hasher.update(b"D " + path + b"\n")
+        else:
+            info = entry.stat(follow_symlinks=False)
+            hasher.update(b"F %s %d %d\n" % (path, info.st_size, info.st_mtime_ns))
+            files += 1
+    return hasher.hexdigest(), files
+
+
+def _file_sha256(path: bytes | str) -> bytes:
+    hasher = hashlib.sha256()
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    with os.fdopen(fd, "rb") as stream:
+        while chunk := stream.read(_CHUNK):
+            hasher.update(chunk)
+    return hasher.digest()
+
+
+def content_digest(root: Path, skip: str) -> str:
+    """sha256 over relative path and content digest of every file (link targets, folders)."""
+    hasher = hashlib.sha256()
+    for kind, path, entry in _walk(root, skip):
+        if kind == "L":
+            hasher.update(b"L " + path + b" " + os.readlink(entry.path) + b"\n")
+        elif kind == "D":
+            hasher.update(b"D " + path + b"\n")
+        else:
+            hasher.update(b"F " + path + b" " + _file_sha256(entry.path) + b"\n")
+    return hasher.hexdigest()
+
+
+def record_mismatches(venv: Path) -> list[str]:
+    """Files (relative to ``venv``) that differ from the sha256 in their distribution's RECORD."""
+    bad = []
+    for record in sorted(venv.glob("lib/python*/site-packages/*.dist-info/RECORD")):
+        site = record.parent.parent
+        with record.open(newline="", encoding="utf-8") as stream:
+            rows = list(csv.reader(stream))
+        for row in rows:
+            if len(row) < 2 or not row[1].startswith("sha256="):
+                continue  # RECORD itself and the .pyc files the installer compiled have no hash
+            path = os.path.normpath(site / row[0])
+            expected = row[1].removeprefix("sha256=")
+            try:
+                actual = base64.urlsafe_b64encode(_file_sha256(path)).rstrip(b"=").decode()
+            except OSError:
+                actual = "missing"
+            if actual != expected:
+                bad.append(os.path.relpath(path, venv))
+    return bad
