@@ -18,8 +18,8 @@ and turns them into artifacts:
 
 from __future__ import annotations
 
+import contextlib
 import shutil
-import sys
 import tempfile
 import traceback
 from collections.abc import Callable
@@ -28,6 +28,8 @@ from importlib.metadata import version as installed_version
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from dkist_processing_core._dagbag_loader import DagBagLoader
+from dkist_processing_core._dagbag_loader import LoaderError
 from dkist_processing_core._discovery import Found
 from dkist_processing_core._discovery import PackageLike
 from dkist_processing_core._discovery import Problem
@@ -68,6 +70,16 @@ Progress = Callable[[str], None]
 
 
 # ------------------------------------------------------------------------------- validation
+def _dagbag_loader(what: str) -> DagBagLoader:
+    """The DagBag child, started now; ImportError naming what to install when Airflow is missing."""
+    from dkist_processing_core.export.dag import airflow_missing_message
+
+    missing = airflow_missing_message(what)
+    if missing:
+        raise ImportError(missing, name="airflow")
+    return DagBagLoader()
+
+
 def _workflow_problems(found: list[Found]) -> tuple[list[Found], list[Problem]]:
     """Check each workflow and find duplicate DAG ids; return the exportable ones and the problems."""
     from dkist_processing_core._workflow_model import WorkflowError
@@ -119,19 +131,14 @@ def _last_line(text: str) -> str:
     return lines[-1] if lines else text.strip()
 
 
-def _dagbag_problems(folder: Path, exported: dict[str, Found]) -> list[Problem]:
-    """Load every file of ``folder`` in one DagBag and compare the DAGs with their workflows."""
-    from airflow.dag_processing.dagbag import DagBag
-
-    modules_before = set(sys.modules)
+def _dagbag_problems(
+    loader: DagBagLoader, folder: Path, exported: dict[str, Found]
+) -> list[Problem]:
+    """Load every file of ``folder`` in Airflow's DagBag and compare the DAGs with their workflows."""
     try:
-        bag = DagBag(dag_folder=str(folder))
-    finally:
-        # DagBag imports each file as a module of its own; do not leave them behind.
-        for name in set(sys.modules) - modules_before:
-            file = getattr(sys.modules[name], "__file__", None) or ""
-            if file.startswith(str(folder)):
-                del sys.modules[name]
+        bag = loader.load(folder)
+    except LoaderError as error:
+        return [Problem("DAG files not loaded", str(folder), _last_line(str(error)), str(error))]
     problems: list[Problem] = []
     failed_files = set()
     for path, trace in sorted(bag.import_errors.items()):
@@ -147,8 +154,8 @@ def _dagbag_problems(folder: Path, exported: dict[str, Found]) -> list[Problem]:
             continue
         workflow = item.workflow
         subject = f"{workflow.dag_name} ({item.location})"
-        dag = bag.dags.get(workflow.dag_name)
-        if dag is None:
+        actual = bag.dags.get(workflow.dag_name)
+        if actual is None:
             problems.append(
                 Problem(
                     "DAG file rejected by Airflow",
@@ -158,7 +165,6 @@ def _dagbag_problems(folder: Path, exported: dict[str, Found]) -> list[Problem]:
             )
             continue
         expected = {node.task_id: sorted(node.upstream_task_ids) for node in workflow.nodes}
-        actual = {task.task_id: sorted(task.upstream_task_ids) for task in dag.tasks}
         if expected != actual:
             problems.append(
                 Problem(
@@ -181,9 +187,21 @@ def validate_workflows(
     temporary folder that is removed afterwards; with ``export_path`` the validated files are
     also written there (like :func:`export_dags`).
     """
-    name, found, problems = discover(workflow_package)
-    healthy, workflow_problems = _workflow_problems(found)
-    problems += workflow_problems
+    with _dagbag_loader("validate_workflows") as loader:  # imports Airflow meanwhile
+        name, found, problems = discover(workflow_package)
+        healthy, workflow_problems = _workflow_problems(found)
+        problems += workflow_problems
+        _validate_exports(loader, name, healthy, problems, export_path)
+    return [item.workflow for item in found]
+
+
+def _validate_exports(
+    loader: DagBagLoader,
+    name: str,
+    healthy: list[Found],
+    problems: list[Problem],
+    export_path: str | Path | None,
+) -> None:
     with tempfile.TemporaryDirectory(prefix="dkist-validate-") as folder:
         exported: dict[str, Found] = {}
         for item in healthy:
@@ -194,14 +212,13 @@ def validate_workflows(
                 continue
             exported[path.name] = item
         if exported:
-            problems += _dagbag_problems(Path(folder), exported)
+            problems += _dagbag_problems(loader, Path(folder), exported)
         if problems:
             raise WorkflowValidationError(name, problems)
         if export_path is not None:
             with staged_export(export_path) as staged:
                 for file_name in exported:
                     shutil.copy2(Path(folder) / file_name, staged.staging / file_name)
-    return [item.workflow for item in found]
 
 
 # ---------------------------------------------------------------------------------- exports
@@ -236,7 +253,20 @@ def export_dags(
     Airflow ``DagBag`` before they reach ``path``. See the module docstring for how ``path`` is
     written.
     """
-    name, found = _checked_workflows(workflow_package)
+    with contextlib.ExitStack() as stack:
+        # the DagBag's child imports Airflow while the pipeline is imported and the files written
+        loader = stack.enter_context(_dagbag_loader("export_dags")) if validate else None
+        name, found = _checked_workflows(workflow_package)
+        return _export_dag_files(loader, name, found, path, progress)
+
+
+def _export_dag_files(
+    loader: DagBagLoader | None,
+    name: str,
+    found: list[Found],
+    path: str | Path,
+    progress: Progress | None,
+) -> list[Path]:
     with staged_export(path) as staged:
         exported: dict[str, Found] = {}
         problems: list[Problem] = []
@@ -248,9 +278,9 @@ def export_dags(
                 continue
             exported[written.name] = item
             _report(progress, f"[{number}/{len(found)}] {item.workflow.dag_name}: {written.name}")
-        if validate and not problems:
+        if loader is not None and not problems:
             _report(progress, f"loading {len(exported)} DAG file(s) in an Airflow DagBag")
-            problems += _dagbag_problems(staged.staging, exported)
+            problems += _dagbag_problems(loader, staged.staging, exported)
         if problems:
             raise WorkflowValidationError(name, problems)
         staged.commit()
