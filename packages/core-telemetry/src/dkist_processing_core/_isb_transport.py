@@ -17,6 +17,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING
 from typing import Any
 
+from dkist_processing_core._text_rules import host_for_connecting
 from dkist_processing_core.errors import DKISTProcessingCoreError
 
 if TYPE_CHECKING:
@@ -54,7 +55,7 @@ class BrokerChannel:
         # A broker that accepts and never answers gets a second chance within a long bound.
         seconds = max(0.05, min(self.remaining, _CONNECT_TIMEOUT_MAX))
         parameters = pika.ConnectionParameters(
-            host=target.host,
+            host=host_for_connecting(target.host),
             port=target.port,
             virtual_host=target.virtual_host,
             credentials=pika.PlainCredentials(target.username, target.password),

@@ -54,6 +54,7 @@ from dkist_processing_core._isb_target import IsbTarget
 from dkist_processing_core._isb_target import check_seconds
 from dkist_processing_core.isb_outbox import ENVELOPE_FORMAT
 from dkist_processing_core.isb_outbox import InvalidMessageError
+from dkist_processing_core.isb_outbox import Outbox
 from dkist_processing_core.isb_outbox import OutboxError
 from dkist_processing_core.isb_outbox import check_envelope
 
@@ -66,6 +67,7 @@ __all__ = [
     "IsbTarget",
     "PublishResult",
     "flush_outbox",
+    "keep",
     "publish",
 ]
 
@@ -114,23 +116,8 @@ def publish(
     """
     started = time.monotonic()
     target = target or IsbTarget.from_configuration()
-    body = dict(body)
-    json.dumps(body)  # not JSON-serialisable: a programming error, raised before any work
-    source = "message_id" if message_id else "message_id (from conversationId)"
-    message_id = message_id or str(body.get("conversationId") or uuid.uuid4().hex)
-    envelope = {
-        "format": ENVELOPE_FORMAT,
-        "message_id": message_id,
-        "created_ns": time.time_ns(),
-        "exchange": target.exchange,
-        "routing_key": target.routing_key,
-        "body": body,
-    }
-    try:
-        check_envelope(envelope)
-    except InvalidMessageError as error:
-        text = str(error).replace("field 'message_id'", source)
-        raise InvalidMessageError(f"ISB message not published: {text}") from None
+    message_id, envelope = _envelope(body, message_id, target.exchange, target.routing_key)
+    body = envelope["body"]
     outbox = target.outbox
     own_path: Path | None
     try:
@@ -190,6 +177,54 @@ def publish(
         duration=duration,
         error=None if delivered else (run.error or "time bound reached"),
     )
+
+
+def keep(
+    body: Mapping[str, Any], outbox_dir: Path, *, message_id: str | None = None
+) -> PublishResult:
+    """Store ``body`` in the outbox at ``outbox_dir`` without publishing it.
+
+    For a report made while the configuration cannot be read (no broker, exchange or credentials
+    to trust): ``flush_outbox`` sends it once the configuration works. Raises
+    :class:`OutboxError` if the folder cannot be written, :class:`InvalidMessageError` for a
+    message no broker accepts.
+    """
+    started = time.monotonic()
+    message_id, envelope = _envelope(body, message_id, None, None)
+    path = Outbox(outbox_dir).put(envelope)
+    return PublishResult(
+        message_id=message_id,
+        delivered=False,
+        outbox_path=path,
+        attempts=0,
+        drained=0,
+        duration=time.monotonic() - started,
+        error="kept in the outbox without publishing: the configuration cannot be used",
+    )
+
+
+def _envelope(
+    body: Mapping[str, Any], message_id: str | None, exchange: str | None, routing_key: str | None
+) -> tuple[str, dict[str, Any]]:
+    """``(message_id, envelope)`` of a message, checked; raises before any work if it is bad."""
+    body = dict(body)
+    json.dumps(body)  # not JSON-serialisable: a programming error, raised before any work
+    source = "message_id" if message_id else "message_id (from conversationId)"
+    message_id = message_id or str(body.get("conversationId") or uuid.uuid4().hex)
+    envelope = {
+        "format": ENVELOPE_FORMAT,
+        "message_id": message_id,
+        "created_ns": time.time_ns(),
+        "exchange": exchange,
+        "routing_key": routing_key,
+        "body": body,
+    }
+    try:
+        check_envelope(envelope)
+    except InvalidMessageError as error:
+        text = str(error).replace("field 'message_id'", source)
+        raise InvalidMessageError(f"ISB message not published: {text}") from None
+    return message_id, envelope
 
 
 def flush_outbox(target: IsbTarget | None = None, *, timeout: float | None = None) -> FlushResult:
