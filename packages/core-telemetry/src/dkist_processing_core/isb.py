@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import time
 import uuid
 from collections.abc import Mapping
@@ -252,6 +253,10 @@ def flush_outbox(target: IsbTarget | None = None, *, timeout: float | None = Non
     run.execute(work=run.drain_until_empty)
     remaining = len(outbox.pending())
     duration = time.monotonic() - started
+    error = run.error
+    skipped = sum(1 for path in outbox.skipped if os.path.lexists(path))
+    if remaining and skipped and not error:
+        error = f"{skipped} entry(ies) this user never sends, named in the ERROR lines above"
     log = logger.info if remaining == 0 else logger.warning
     log(
         "ISB outbox %s: %d message(s) delivered to %s in %.2f s, %d remaining%s",
@@ -260,12 +265,12 @@ def flush_outbox(target: IsbTarget | None = None, *, timeout: float | None = Non
         target.broker,
         duration,
         remaining,
-        f" ({run.error})" if run.error and remaining else "",
+        f" ({error})" if error and remaining else "",
     )
     return FlushResult(
         delivered=run.delivered,
         remaining=remaining,
         attempts=run.attempts,
         duration=duration,
-        error=run.error if remaining else None,
+        error=error if remaining else None,
     )
