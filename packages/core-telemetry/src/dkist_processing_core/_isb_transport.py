@@ -142,6 +142,9 @@ class BrokerChannel:
         """Publish and wait for the confirm; raises on nack, return or lost connection."""
         import pika
 
+        created_ns = envelope.get("created_ns")  # optional, and may be null in an entry
+        if created_ns is None:
+            created_ns = time.time_ns()
         self.channel.basic_publish(
             exchange=self.target.exchange,
             routing_key=self.target.routing_key,
@@ -150,7 +153,7 @@ class BrokerChannel:
                 content_type=CONTENT_TYPE,
                 delivery_mode=pika.DeliveryMode.Persistent,
                 message_id=str(envelope.get("message_id") or uuid.uuid4().hex),
-                timestamp=int(envelope.get("created_ns", time.time_ns()) // 1_000_000_000),
+                timestamp=created_ns // 1_000_000_000,
                 app_id=APP_ID,
             ),
             mandatory=True,
