@@ -18,7 +18,7 @@ from pydantic import Field
 # variable -> (raw value, attribute, expected parsed value). Every field of the class is listed:
 # test_every_field_has_a_valid_and_an_invalid_case keeps this table complete.
 VALID = {
-    "LOGURU_LEVEL": ("debug", "loguru_level", "DEBUG"),
+    "LOGURU_LEVEL": ("DEBUG", "loguru_level", "DEBUG"),
     "MESH_CONFIG": (
         '{"interservice-bus": {"mesh_address": "rabbit.mesh", "mesh_port": 5673}}',
         "mesh_config",
@@ -78,7 +78,7 @@ VALID = {
 
 # variable -> raw values that must be refused with an error naming the variable.
 INVALID = {
-    "LOGURU_LEVEL": ["LOUD"],
+    "LOGURU_LEVEL": ["LOUD", "debug", "10", " INFO"],  # loguru itself fails on the last three
     "MESH_CONFIG": [
         "not json",
         '{"interservice-bus": {"mesh_address": "rabbit", "mesh_port": 70000}}',

@@ -207,7 +207,7 @@ def test_previous_field_names_read_the_new_fields(core_env):
     core_env.setenv("NOMAD_ALLOC_ID", "a1")
     core_env.setenv("NOMAD_ALLOC_NAME", "n1")
     core_env.setenv("NOMAD_GROUP_NAME", "g1")
-    core_env.setenv("LOGURU_LEVEL", "debug")
+    core_env.setenv("LOGURU_LEVEL", "DEBUG")
     c = CommonLikeConfiguration()
     assert (
         c.service_name,

@@ -246,19 +246,23 @@ def test_callback_in_a_real_airflow_dag_run(names, tmp_path):
     )
 
 
-def test_invalid_configuration_logs_the_whole_report(monkeypatch, caplog):
+def test_invalid_configuration_keeps_the_report_in_the_outbox(monkeypatch, tmp_path, caplog):
+    # Issue 22: the report used to survive only as a log line; now it waits in the outbox.
     from dkist_processing_core import config
 
     monkeypatch.setattr(config, "_core_configuration", None)
     monkeypatch.setenv("MESH_CONFIG", "{not json")
+    monkeypatch.setenv("ISB_OUTBOX_DIR", str(tmp_path / "outbox"))
     caplog.set_level(logging.ERROR, logger="dkist_processing_core.isb")
 
     result = chat_ops_notification(
         {"run_id": "run-7"}, workflow_name="W", workflow_version="v", task_name="T"
     )
 
-    assert result is None
-    (record,) = [r for r in caplog.records if "could not be published" in r.getMessage()]
-    assert '"dagRunId": "run-7"' in record.getMessage()
-    assert "MESH_CONFIG" in caplog.text
+    assert result is not None and not result.delivered
+    (kept,) = Outbox(tmp_path / "outbox").pending()
+    assert kept == result.outbox_path
+    assert json.loads(kept.read_text())["body"]["dagRunId"] == "run-7"
+    (record,) = caplog.records
+    assert "MESH_CONFIG" in record.getMessage() and str(kept.parent) in record.getMessage()
     monkeypatch.setattr(config, "_core_configuration", None)

@@ -410,6 +410,23 @@ def test_an_unsendable_entry_does_not_hold_back_later_reports(names, tmp_path, c
     assert any("message_id" in r.getMessage() and "255" in r.getMessage() for r in caplog.records)
 
 
+def test_an_entry_with_null_optional_fields_is_delivered(names, tmp_path):
+    # check_envelope allows null for the optional fields; sending one failed every attempt with
+    # a TypeError (None // 10**9), so the entry was retried until the bound on every drain.
+    outbox_dir = tmp_path / "outbox"
+    outbox_dir.mkdir()
+    sent = body(1)
+    envelope = good_envelope(sent, sent["conversationId"])
+    envelope.update(created_ns=None, message_id=None, exchange=None, routing_key=None)
+    write_envelope(outbox_dir / entry_name(1), envelope)
+
+    flushed = flush_outbox(isb_target(names, outbox_dir, publish_timeout=BOUND))
+
+    assert (flushed.delivered, flushed.remaining, flushed.attempts) == (1, 0, 1)
+    (delivery,) = consume_all(names.queue, expected=1)
+    assert delivery.json() == sent and delivery.properties.timestamp > 1_700_000_000
+
+
 @pytest.mark.parametrize(
     ("sent", "named"),
     [

@@ -167,7 +167,7 @@ class BoundedDelivery:
             for path in pending:
                 if not self._in_time():
                     break
-                if path not in self.outbox.unmovable:
+                if path not in self.outbox.skipped:
                     sent += self._deliver(channel, path)
         finally:
             self.outbox.sync()
@@ -195,7 +195,7 @@ class BoundedDelivery:
         while self._in_time():
             if self._drain_once(channel):
                 continue
-            waiting = [p for p in self.outbox.pending() if p not in self.outbox.unmovable]
+            waiting = [p for p in self.outbox.pending() if p not in self.outbox.skipped]
             if not waiting or self.stop.wait(_CLAIM_POLL_SECONDS):
                 return
             channel.keep_alive()

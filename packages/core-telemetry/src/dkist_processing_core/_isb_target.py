@@ -1,4 +1,9 @@
-"""Where and how the interservice bus is published to: :class:`IsbTarget` and its limits."""
+"""Where and how the interservice bus is published to: :class:`IsbTarget` and its limits.
+
+A target refuses, when it is made, what the broker would refuse on every attempt (a name over
+255 bytes) and what must never reach a log line (a host with user-info): the rules are
+``_text_rules``'s, the ones the configuration applies to the same values.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 from typing import Any
 
+from dkist_processing_core import _text_rules as rules
 from dkist_processing_core.isb_outbox import Outbox
 from dkist_processing_core.isb_outbox import default_isb_outbox_dir
 
@@ -64,6 +70,11 @@ class IsbTarget:
     retry: RetryConfig = field(default_factory=_default_retry)
 
     def __post_init__(self) -> None:
+        rules.check_host(self.host, "IsbTarget host")
+        for name in ("exchange", "queue", "routing_key", "virtual_host"):
+            rules.check_short_string(getattr(self, name), f"IsbTarget {name}")
+        rules.check_name(self.username, "IsbTarget username")
+        rules.check_credential(self.password, "IsbTarget password")
         check_seconds(
             self.publish_timeout, "IsbTarget publish_timeout (ISB_PUBLISH_TIMEOUT)", positive=True
         )
@@ -87,7 +98,7 @@ class IsbTarget:
             configuration = core_configuration()
         service = configuration.isb_mesh_service
         target = cls(
-            host=service.host,
+            host=rules.host_for_connecting(service.host),
             port=service.port,
             username=configuration.isb_username,
             password=configuration.isb_password,
@@ -101,7 +112,7 @@ class IsbTarget:
 
     @property
     def broker(self) -> str:
-        return f"{self.host}:{self.port}"
+        return f"{rules.host_in_url(self.host)}:{self.port}"
 
     @property
     def outbox(self) -> Outbox:

@@ -17,6 +17,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING
 from typing import Any
 
+from dkist_processing_core._text_rules import host_for_connecting
 from dkist_processing_core.errors import DKISTProcessingCoreError
 
 if TYPE_CHECKING:
@@ -54,7 +55,7 @@ class BrokerChannel:
         # A broker that accepts and never answers gets a second chance within a long bound.
         seconds = max(0.05, min(self.remaining, _CONNECT_TIMEOUT_MAX))
         parameters = pika.ConnectionParameters(
-            host=target.host,
+            host=host_for_connecting(target.host),
             port=target.port,
             virtual_host=target.virtual_host,
             credentials=pika.PlainCredentials(target.username, target.password),
@@ -141,6 +142,9 @@ class BrokerChannel:
         """Publish and wait for the confirm; raises on nack, return or lost connection."""
         import pika
 
+        created_ns = envelope.get("created_ns")  # optional, and may be null in an entry
+        if created_ns is None:
+            created_ns = time.time_ns()
         self.channel.basic_publish(
             exchange=self.target.exchange,
             routing_key=self.target.routing_key,
@@ -149,7 +153,7 @@ class BrokerChannel:
                 content_type=CONTENT_TYPE,
                 delivery_mode=pika.DeliveryMode.Persistent,
                 message_id=str(envelope.get("message_id") or uuid.uuid4().hex),
-                timestamp=int(envelope.get("created_ns", time.time_ns()) // 1_000_000_000),
+                timestamp=created_ns // 1_000_000_000,
                 app_id=APP_ID,
             ),
             mandatory=True,

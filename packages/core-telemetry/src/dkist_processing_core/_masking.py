@@ -8,21 +8,15 @@ Masking never changes the settings themselves, only what is printed or exported.
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
+from dkist_processing_core._text_rules import SECRET_MASK
+from dkist_processing_core._text_rules import mask_url_user_info
 from pydantic import BaseModel
 
 __all__ = ["SECRET_MASK", "MaskedRepr", "is_secret_field", "mask_url_user_info", "masked"]
 
-SECRET_MASK = "**********"
 _SECRET_MARKERS = ("pass", "secret", "token", "key", "credential", "private")
-_URL_USER_INFO = re.compile(r"(?P<scheme>\b[A-Za-z][A-Za-z0-9+.-]*://)[^/?#@\s]+@")
-
-
-def mask_url_user_info(text: str) -> str:
-    """``text`` with the user-info of every URL in it masked: ``https://**********@host/...``."""
-    return _URL_USER_INFO.sub(lambda match: f"{match.group('scheme')}{SECRET_MASK}@", text)
 
 
 def is_secret_field(name: str) -> bool:
@@ -40,17 +34,22 @@ def masked(value: Any, dumped: Any) -> Any:
         }
     if isinstance(value, dict) and isinstance(dumped, dict) and len(value) == len(dumped):
         return {
-            key: masked(item, dumped[key]) for key, item in zip(dumped, value.values(), strict=True)
+            _masked_key(key): masked(item, dumped[key])
+            for key, item in zip(dumped, value.values(), strict=True)
         }
     if isinstance(value, list | tuple) and isinstance(dumped, list) and len(value) == len(dumped):
         return [masked(item, dumped_item) for item, dumped_item in zip(value, dumped, strict=True)]
     if isinstance(dumped, str):
         return mask_url_user_info(dumped)
     if isinstance(dumped, dict):
-        return {key: masked(None, item) for key, item in dumped.items()}
+        return {_masked_key(key): masked(None, item) for key, item in dumped.items()}
     if isinstance(dumped, list):
         return [masked(None, item) for item in dumped]
     return dumped
+
+
+def _masked_key(key: Any) -> Any:
+    return mask_url_user_info(key) if isinstance(key, str) else key
 
 
 class MaskedRepr:
@@ -78,7 +77,10 @@ class MaskedRepr:
         if isinstance(value, dict):
             return (
                 "{"
-                + ", ".join(f"{key!r}: {MaskedRepr.wrap(item)!r}" for key, item in value.items())
+                + ", ".join(
+                    f"{_masked_key(key)!r}: {MaskedRepr.wrap(item)!r}"
+                    for key, item in value.items()
+                )
                 + "}"
             )
         items = ", ".join(repr(MaskedRepr.wrap(item)) for item in value)

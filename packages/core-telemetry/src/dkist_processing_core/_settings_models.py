@@ -4,6 +4,10 @@ Both keep the shape of the previous product (``dkist-service-configuration``), b
 pipelines build and compare them: a :class:`MeshService` is written ``mesh_address``/``mesh_port``
 and read ``.host``/``.port``; a :class:`RetryConfig` has the seed's field names and defaults, and
 whole numbers stay ``int`` so clients can hand them to APIs typed ``int``.
+
+``mesh_address`` is a host name or an IP address and nothing else, which is all any client does
+with it (pika's host, ``http://{host}:{port}``, Redis): an address with user-info is refused, so
+no password can ride in it into a log line (docs/decisions.md). Errors never echo the input.
 """
 
 from __future__ import annotations
@@ -11,7 +15,9 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from dkist_processing_core._text_rules import check_host
 from pydantic import BaseModel
+from pydantic import ConfigDict
 from pydantic import Field
 from pydantic import field_validator
 
@@ -28,8 +34,18 @@ _MAX_BACKOFF = 100
 class MeshService(BaseModel):
     """Location of a service on the service mesh: ``{"mesh_address": ..., "mesh_port": ...}``."""
 
-    mesh_address: str = Field(min_length=1, description="Host name or address of the service")
+    model_config = ConfigDict(hide_input_in_errors=True)
+
+    mesh_address: str = Field(
+        min_length=1,
+        description="Host name or IP address of the service (no user-info, port or path)",
+    )
     mesh_port: int = Field(ge=1, le=65535, description="TCP port of the service")
+
+    @field_validator("mesh_address")
+    @classmethod
+    def _host_only(cls, value: str) -> str:
+        return check_host(value, "mesh_address")
 
     @property
     def host(self) -> str:
@@ -69,6 +85,8 @@ class RetryConfig(BaseModel):
 
     Defaults and names are the seed's. Every number must be finite; delays are at most one hour.
     """
+
+    model_config = ConfigDict(hide_input_in_errors=True)
 
     retry_delay: float = Field(
         default=1, ge=0, le=MAX_RETRY_SECONDS, description="Seconds before the first retry"

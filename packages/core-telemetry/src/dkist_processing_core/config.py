@@ -4,21 +4,25 @@ Field names are lower-case snake names; pydantic-settings reads them from the up
 environment variables of the same name, case-insensitively. Clients subclass
 :class:`DKISTProcessingCoreConfiguration` and add fields of their own.
 
-Values that do not parse raise :class:`ConfigurationError` naming the variable. Secrets (any field
-whose name contains ``pass``, ``secret``, ``token``, ``key``, ``credential`` or ``private``, and
-the user-info of URLs) never appear in reprs, errors or
-:meth:`DKISTProcessingCoreConfiguration.masked_dump`.
+Every value that cannot be used raises :class:`ConfigurationError` naming the variable, whatever
+went wrong (a bad value, JSON nested too deeply, a path the system will not look at), and no
+error message repeats a value. Secrets (any field whose name contains ``pass``, ``secret``,
+``token``, ``key``, ``credential`` or ``private``, and the user-info of URLs) never appear in
+reprs, errors or :meth:`DKISTProcessingCoreConfiguration.masked_dump`; addresses
+(``MESH_CONFIG``'s ``mesh_address``) are host names or IP addresses only, so none can carry a
+password (docs/decisions.md, "Configuration").
 """
 
 from __future__ import annotations
 
-import json
 import os
-import re
 from pathlib import Path
 from typing import Annotated
 from typing import Any
 
+from dkist_processing_core import _config_checks as checks
+from dkist_processing_core import _text_rules as rules
+from dkist_processing_core._config_checks import isb_outbox_dir_from_environment
 from dkist_processing_core._config_compat import PreviousProductSurface
 from dkist_processing_core._masking import SECRET_MASK
 from dkist_processing_core._masking import MaskedRepr
@@ -34,6 +38,7 @@ from pydantic import ValidationError
 from pydantic import field_validator
 from pydantic_settings import BaseSettings
 from pydantic_settings import NoDecode
+from pydantic_settings import PydanticBaseSettingsSource
 from pydantic_settings import SettingsConfigDict
 from pydantic_settings import SettingsError
 
@@ -51,13 +56,11 @@ __all__ = [
     "reset_core_configuration",
     "default_isb_outbox_dir",
     "is_secret_field",
+    "isb_outbox_dir_from_environment",
 ]
 
 _LOG_LEVELS = ("TRACE", "DEBUG", "INFO", "SUCCESS", "WARNING", "ERROR", "CRITICAL")
 _QUEUE_TYPES = ("classic", "quorum", "stream")
-_ENDPOINT = re.compile(
-    r"(?:https?://)?(?P<host>\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._-]+)(?::(?P<port>[0-9]{1,5}))?/?"
-)
 
 
 #: Range of ``MAX_FILE_DESCRIPTORS``: below 64 a Python process cannot do much; above 2**31 - 1
@@ -72,6 +75,16 @@ class ConfigurationError(DKISTProcessingCoreError, ValueError):
     """An environment variable holds a value that cannot be used."""
 
 
+def _default_outbox_dir() -> Path:
+    try:
+        return default_isb_outbox_dir()
+    except (RuntimeError, KeyError, OSError):  # no HOME and no passwd entry (a container's uid)
+        raise ConfigurationError(
+            "invalid configuration: environment variable ISB_OUTBOX_DIR: not set, and this user "
+            "has no home folder for the default outbox; set ISB_OUTBOX_DIR to an absolute path"
+        ) from None
+
+
 class DKISTProcessingCoreConfiguration(PreviousProductSurface, BaseSettings):
     """Settings of the processing core; every field is read from its upper-case environment variable."""
 
@@ -80,6 +93,7 @@ class DKISTProcessingCoreConfiguration(PreviousProductSurface, BaseSettings):
         env_nested_delimiter=None,
         extra="ignore",
         validate_default=True,
+        hide_input_in_errors=True,
     )
 
     loguru_level: str = Field(default="INFO", description="Log level for the application")
@@ -203,22 +217,31 @@ class DKISTProcessingCoreConfiguration(PreviousProductSurface, BaseSettings):
         description="Upper bound in seconds for one failure report to reach the interservice-bus before it is kept in the outbox.",
     )
     isb_outbox_dir: Path = Field(
-        default_factory=default_isb_outbox_dir,
+        default_factory=_default_outbox_dir,
         description="Folder of the durable outbox that keeps failure reports the interservice-bus did not confirm.",
     )
 
     # Checks beyond the types, so that a bad value fails when the settings are read, naming the
     # variable, instead of deep inside a task (see docs/decisions.md).
 
+    @field_validator("*", mode="before")
+    @classmethod
+    def _valid_text(cls, value: object) -> object:
+        return checks.check_unicode(value)
+
     @field_validator("loguru_level", mode="before")
     @classmethod
     def _known_log_level(cls, value: object) -> object:
-        if not isinstance(value, str):
+        # loguru reads LOGURU_LEVEL itself when it is imported and knows only these names, as
+        # written: "debug", "10" or " INFO" make `import loguru` fail in every process.
+        if not isinstance(value, str) or value in _LOG_LEVELS:
             return value
-        level = value.strip().upper()
-        if level in _LOG_LEVELS or (level.isdigit() and level.isascii()):
-            return level
-        raise ValueError(f"unknown log level; use one of {', '.join(_LOG_LEVELS)} or a number")
+        known = value.strip().upper()
+        hint = f" (write {known})" if known in _LOG_LEVELS else ""
+        raise ValueError(
+            f"unknown log level; use one of {', '.join(_LOG_LEVELS)}, in capitals as loguru "
+            f"reads this variable itself{hint}"
+        )
 
     @field_validator("isb_queue_type", mode="before")
     @classmethod
@@ -235,68 +258,75 @@ class DKISTProcessingCoreConfiguration(PreviousProductSurface, BaseSettings):
     )
     @classmethod
     def _endpoint(cls, value: object) -> object:
-        if not isinstance(value, str):
-            return value
-        endpoint = value.strip()
-        if not endpoint:
-            return None  # an empty variable means "not configured"
-        match = _ENDPOINT.fullmatch(endpoint)
-        if match is None:
-            raise ValueError(
-                "not an OTLP gRPC endpoint; use host:port or http(s)://host:port, e.g. localhost:4317"
-            )
-        port = match.group("port")
-        if port is not None and not 1 <= int(port) <= 65535:
-            raise ValueError(f"port {port} is not in 1..65535")
-        return endpoint
+        return checks.check_endpoint(value)
 
     @field_validator("otel_python_disabled_instrumentations", mode="before")
     @classmethod
     def _instrumentation_names(cls, value: object) -> object:
-        """A JSON list (``["pika", "requests"]``) or OpenTelemetry's own comma separated form (``pika,requests``)."""
-        if not isinstance(value, str):
-            return value
-        text = value.strip()
-        if text.startswith("["):
-            try:
-                return json.loads(text)
-            except ValueError:
-                raise ValueError("value is not a valid JSON list of names") from None
-        return [name.strip() for name in text.split(",") if name.strip()]
+        return checks.instrumentation_names(value)
 
     @field_validator("otel_python_fastapi_excluded_urls")
     @classmethod
     def _url_patterns(cls, value: str) -> str:
-        for pattern in value.split(","):
-            try:
-                re.compile(pattern.strip())
-            except re.error as error:
-                raise ValueError(f"an entry is not a regular expression: {error}") from None
-        return value
+        return checks.check_url_patterns(value)
 
     @field_validator("isb_outbox_dir", mode="before")
     @classmethod
     def _outbox_dir(cls, value: object) -> object:
-        if isinstance(value, str | Path):
-            if not str(value).strip():
-                raise ValueError("the outbox folder must not be empty")
-            path = Path(value).expanduser()
-            if not path.is_absolute():
-                raise ValueError(
-                    "the outbox folder must be an absolute path (tasks run in changing working directories)"
-                )
-            if path.exists() and not path.is_dir():
-                raise ValueError("the path exists and is not a folder")
-            return path
+        return checks.check_outbox_dir(value)
+
+    @field_validator("mesh_config", mode="before")
+    @classmethod
+    def _service_names(cls, value: object) -> object:
+        if isinstance(value, dict):
+            for key in value:
+                rules.check_service_name(key, "MESH_CONFIG")
         return value
+
+    # What goes on the wire to the broker (docs/decisions.md, "Interservice bus").
+    @field_validator("isb_exchange")
+    @classmethod
+    def _exchange(cls, value: str) -> str:
+        rules.check_short_string(value, "the exchange name", allow_empty=False)
+        return rules.check_name(value, "the exchange name")
+
+    @field_validator("isb_username")
+    @classmethod
+    def _username(cls, value: str) -> str:
+        return rules.check_name(value, "the user name")
+
+    @field_validator("isb_password")
+    @classmethod
+    def _password(cls, value: str) -> str:
+        return rules.check_credential(value, "the password")
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        """pydantic-settings' sources, with JSON nested deeper than any setting needs refused
+        before it is parsed (the parser would fail with RecursionError, not a bad value)."""
+        for source in (env_settings, dotenv_settings):
+            bounded = checks.bounded_decoder(source.decode_complex_value)
+            source.decode_complex_value = bounded  # type: ignore[method-assign,assignment]
+        return init_settings, env_settings, dotenv_settings, file_secret_settings
 
     def __init__(self, **values: Any) -> None:
         try:
             super().__init__(**values)
         except ValidationError as error:
-            raise ConfigurationError(_describe(error)) from None
+            raise ConfigurationError(checks.describe_validation_error(error)) from None
         except SettingsError as error:  # a complex variable (JSON) that does not parse
-            raise ConfigurationError(_describe_settings_error(error)) from None
+            raise ConfigurationError(checks.describe_settings_error(error)) from None
+        except RecursionError:  # values given by code, nested deeper than Python follows
+            raise ConfigurationError(
+                "invalid configuration: a value is nested too deeply to be read"
+            ) from None
 
     @property
     def cpu_count(self) -> int:
@@ -324,7 +354,7 @@ class DKISTProcessingCoreConfiguration(PreviousProductSurface, BaseSettings):
         service = self.mesh_config.get(key)
         if service is None:
             return None
-        return f"{service.mesh_address}:{service.mesh_port}"
+        return f"{rules.host_in_url(service.mesh_address)}:{service.mesh_port}"
 
     def masked_dump(self) -> dict[str, Any]:
         """All settings as JSON-ready values, with secrets (at any depth) replaced by a mask."""
@@ -334,24 +364,6 @@ class DKISTProcessingCoreConfiguration(PreviousProductSurface, BaseSettings):
     def __repr_args__(self):  # type: ignore[no-untyped-def]
         for name, value in super().__repr_args__():
             yield name, SECRET_MASK if name and is_secret_field(name) else MaskedRepr.wrap(value)
-
-
-def _describe(error: ValidationError) -> str:
-    """One readable message per bad variable, naming it in upper case, never echoing secrets."""
-    lines = []
-    for problem in error.errors(include_url=False, include_input=False):
-        location = [str(part) for part in problem["loc"]]
-        variable = location[0].upper() if location else "?"
-        detail = ".".join(location[1:])
-        where = f"{variable} ({detail})" if detail else variable
-        lines.append(f"environment variable {where}: {problem['msg']}")
-    return "invalid configuration: " + "; ".join(lines)
-
-
-def _describe_settings_error(error: SettingsError) -> str:
-    match = re.search(r'field "([^"]+)"', str(error))
-    variable = match.group(1).upper() if match else "?"
-    return f"invalid configuration: environment variable {variable}: value is not valid JSON"
 
 
 _core_configuration: DKISTProcessingCoreConfiguration | None = None

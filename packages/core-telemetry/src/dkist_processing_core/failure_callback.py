@@ -2,6 +2,11 @@
 
 Every exported DAG file imports this module in the Airflow scheduler, so it imports only the
 standard library; the configuration, the ISB producer and pika load when a task actually fails.
+
+A report is never lost because of the configuration: when it cannot be read (any bad variable),
+the report is kept in the outbox (``ISB_OUTBOX_DIR`` if that variable alone is usable, else the
+default folder) with one ERROR line naming the problem and the folder, and ``isb flush`` sends it
+once the configuration is fixed.
 """
 
 from __future__ import annotations
@@ -49,8 +54,14 @@ def chat_ops_notification(
             body["dagRunId"],
             body["conversationId"],
         )
+        from dkist_processing_core.isb import IsbTarget
         from dkist_processing_core.isb import publish
 
+        if target is None:
+            try:
+                target = IsbTarget.from_configuration()
+            except Exception as error:  # ConfigurationError, or a value IsbTarget refuses
+                return _keep_without_configuration(body, error)
         return publish(body, target)
     except Exception:  # an exception here would only hide the task's own failure
         logger.exception(
@@ -62,6 +73,25 @@ def chat_ops_notification(
             _as_json(body),
         )
         return None
+
+
+def _keep_without_configuration(body: dict[str, Any], problem: Exception) -> PublishResult:
+    from dkist_processing_core.config import isb_outbox_dir_from_environment
+    from dkist_processing_core.isb import keep
+
+    folder = isb_outbox_dir_from_environment()
+    result = keep(body, folder)
+    logger.error(
+        "the configuration cannot be used (%s); failure report %s of task %s is kept in the ISB "
+        "outbox %s and is sent by `dkist-processing-core isb flush` (with ISB_OUTBOX_DIR=%s) "
+        "once the configuration is fixed",
+        problem,
+        result.message_id,
+        body["taskName"],
+        folder,
+        folder,
+    )
+    return result
 
 
 def _as_json(body: dict[str, Any] | None) -> str:

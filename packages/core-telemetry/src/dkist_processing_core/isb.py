@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import time
 import uuid
 from collections.abc import Mapping
@@ -54,6 +55,7 @@ from dkist_processing_core._isb_target import IsbTarget
 from dkist_processing_core._isb_target import check_seconds
 from dkist_processing_core.isb_outbox import ENVELOPE_FORMAT
 from dkist_processing_core.isb_outbox import InvalidMessageError
+from dkist_processing_core.isb_outbox import Outbox
 from dkist_processing_core.isb_outbox import OutboxError
 from dkist_processing_core.isb_outbox import check_envelope
 
@@ -66,6 +68,7 @@ __all__ = [
     "IsbTarget",
     "PublishResult",
     "flush_outbox",
+    "keep",
     "publish",
 ]
 
@@ -114,23 +117,8 @@ def publish(
     """
     started = time.monotonic()
     target = target or IsbTarget.from_configuration()
-    body = dict(body)
-    json.dumps(body)  # not JSON-serialisable: a programming error, raised before any work
-    source = "message_id" if message_id else "message_id (from conversationId)"
-    message_id = message_id or str(body.get("conversationId") or uuid.uuid4().hex)
-    envelope = {
-        "format": ENVELOPE_FORMAT,
-        "message_id": message_id,
-        "created_ns": time.time_ns(),
-        "exchange": target.exchange,
-        "routing_key": target.routing_key,
-        "body": body,
-    }
-    try:
-        check_envelope(envelope)
-    except InvalidMessageError as error:
-        text = str(error).replace("field 'message_id'", source)
-        raise InvalidMessageError(f"ISB message not published: {text}") from None
+    message_id, envelope = _envelope(body, message_id, target.exchange, target.routing_key)
+    body = envelope["body"]
     outbox = target.outbox
     own_path: Path | None
     try:
@@ -192,6 +180,54 @@ def publish(
     )
 
 
+def keep(
+    body: Mapping[str, Any], outbox_dir: Path, *, message_id: str | None = None
+) -> PublishResult:
+    """Store ``body`` in the outbox at ``outbox_dir`` without publishing it.
+
+    For a report made while the configuration cannot be read (no broker, exchange or credentials
+    to trust): ``flush_outbox`` sends it once the configuration works. Raises
+    :class:`OutboxError` if the folder cannot be written, :class:`InvalidMessageError` for a
+    message no broker accepts.
+    """
+    started = time.monotonic()
+    message_id, envelope = _envelope(body, message_id, None, None)
+    path = Outbox(outbox_dir).put(envelope)
+    return PublishResult(
+        message_id=message_id,
+        delivered=False,
+        outbox_path=path,
+        attempts=0,
+        drained=0,
+        duration=time.monotonic() - started,
+        error="kept in the outbox without publishing: the configuration cannot be used",
+    )
+
+
+def _envelope(
+    body: Mapping[str, Any], message_id: str | None, exchange: str | None, routing_key: str | None
+) -> tuple[str, dict[str, Any]]:
+    """``(message_id, envelope)`` of a message, checked; raises before any work if it is bad."""
+    body = dict(body)
+    json.dumps(body)  # not JSON-serialisable: a programming error, raised before any work
+    source = "message_id" if message_id else "message_id (from conversationId)"
+    message_id = message_id or str(body.get("conversationId") or uuid.uuid4().hex)
+    envelope = {
+        "format": ENVELOPE_FORMAT,
+        "message_id": message_id,
+        "created_ns": time.time_ns(),
+        "exchange": exchange,
+        "routing_key": routing_key,
+        "body": body,
+    }
+    try:
+        check_envelope(envelope)
+    except InvalidMessageError as error:
+        text = str(error).replace("field 'message_id'", source)
+        raise InvalidMessageError(f"ISB message not published: {text}") from None
+    return message_id, envelope
+
+
 def flush_outbox(target: IsbTarget | None = None, *, timeout: float | None = None) -> FlushResult:
     """Send every message of the outbox, oldest first; returns within ``timeout`` seconds.
 
@@ -217,6 +253,10 @@ def flush_outbox(target: IsbTarget | None = None, *, timeout: float | None = Non
     run.execute(work=run.drain_until_empty)
     remaining = len(outbox.pending())
     duration = time.monotonic() - started
+    error = run.error
+    skipped = sum(1 for path in outbox.skipped if os.path.lexists(path))
+    if remaining and skipped and not error:
+        error = f"{skipped} entry(ies) this user never sends, named in the ERROR lines above"
     log = logger.info if remaining == 0 else logger.warning
     log(
         "ISB outbox %s: %d message(s) delivered to %s in %.2f s, %d remaining%s",
@@ -225,12 +265,12 @@ def flush_outbox(target: IsbTarget | None = None, *, timeout: float | None = Non
         target.broker,
         duration,
         remaining,
-        f" ({run.error})" if run.error and remaining else "",
+        f" ({error})" if error and remaining else "",
     )
     return FlushResult(
         delivered=run.delivered,
         remaining=remaining,
         attempts=run.attempts,
         duration=duration,
-        error=run.error if remaining else None,
+        error=error if remaining else None,
     )

@@ -16,6 +16,13 @@ broker can ever accept (unparseable, a field out of range, a message id over 255
 over 1 MiB) or that is not a plain file (a directory, a FIFO, a symbolic link with an entry's name)
 is moved to ``rejected/`` with one ERROR line saying where and why. It is never deleted, and it
 never holds back the entries after it.
+
+Ownership: an entry is sent only if it is a plain file of this user's with one link, which is
+what :meth:`Outbox.put` makes, so an entry another user planted in a folder they can write to is
+never published with this user's credentials. Such an entry is left where it is, untouched, with
+one ERROR line. A folder :meth:`Outbox.put` creates is ``0700`` and its entries ``0600``; a folder
+that belongs to someone else or that others can write to gets a WARNING (our own reports are
+still kept there: nothing is lost).
 """
 
 from __future__ import annotations
@@ -34,9 +41,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from dkist_processing_core._isb_envelope import ENVELOPE_FORMAT
+from dkist_processing_core._isb_envelope import MAX_BODY_BYTES
+from dkist_processing_core._isb_envelope import MAX_FILE_BYTES
+from dkist_processing_core._isb_envelope import MAX_SHORT_STRING_BYTES
+from dkist_processing_core._isb_envelope import InvalidMessageError
+from dkist_processing_core._isb_envelope import check_envelope
+from dkist_processing_core._isb_envelope import parse_entry
 from dkist_processing_core.errors import DKISTProcessingCoreError
 
 __all__ = [
+    "ENVELOPE_FORMAT",
     "MAX_BODY_BYTES",
     "MAX_SHORT_STRING_BYTES",
     "ClaimedMessage",
@@ -49,20 +64,11 @@ __all__ = [
 
 logger = logging.getLogger("dkist_processing_core.isb")
 
-ENVELOPE_FORMAT = 1
 _FINAL_NAME = re.compile(r"^\d{20}-\d+-[0-9a-f]{32}\.json$")
 _TEMP_PREFIX = ".tmp-"
 _REJECTED = "rejected"
 # A temporary file this old belongs to a writer that died between fsync and rename.
 _STALE_TEMP_SECONDS = 600.0
-#: AMQP short strings (the message id; also exchange and routing key) hold at most 255 bytes.
-MAX_SHORT_STRING_BYTES = 255
-#: Largest JSON body sent; a failure report is well under 1 KiB.
-MAX_BODY_BYTES = 1 << 20
-# Largest entry file read: the body (no longer in the file than on the wire) plus the envelope.
-_MAX_FILE_BYTES = MAX_BODY_BYTES + 16384
-# created_ns: nanoseconds since 1970 in a signed 64-bit integer (until the year 2262).
-_MAX_CREATED_NS = 2**63 - 1
 
 
 def default_isb_outbox_dir() -> Path:
@@ -72,78 +78,6 @@ def default_isb_outbox_dir() -> Path:
 
 class OutboxError(DKISTProcessingCoreError, OSError):
     """The outbox folder cannot be written (permissions, full disk, read-only file system)."""
-
-
-class InvalidMessageError(DKISTProcessingCoreError, ValueError):
-    """A message that no broker can ever accept; the text names the field and the limit."""
-
-
-def check_envelope(envelope: object) -> dict[str, Any]:
-    """Return ``envelope`` if it can be stored and sent, else raise :class:`InvalidMessageError`.
-
-    ``format`` must be 1 and ``body`` a JSON object in strict JSON (no NaN or infinity, valid
-    Unicode) of at most :data:`MAX_BODY_BYTES` bytes as sent. Optional fields: ``message_id``
-    (1 to 255 bytes of UTF-8), ``created_ns`` (an integer from 0 to 2**63 - 1), ``exchange`` and
-    ``routing_key`` (at most 255 bytes of UTF-8; kept for inspection). Other fields are ignored.
-    """
-    if not isinstance(envelope, dict):
-        raise InvalidMessageError(f"the envelope is a JSON {_json_type(envelope)}, not an object")
-    version = envelope.get("format")
-    if type(version) is not int or version != ENVELOPE_FORMAT:
-        raise InvalidMessageError(
-            f"field 'format' is {version!r:.40}; this version reads format {ENVELOPE_FORMAT}"
-        )
-    _check_body(envelope.get("body"))
-    if envelope.get("message_id") is not None:
-        _check_short_string("message_id", envelope["message_id"], allow_empty=False)
-    for name in ("exchange", "routing_key"):
-        if envelope.get(name) is not None:
-            _check_short_string(name, envelope[name], allow_empty=True)
-    created_ns = envelope.get("created_ns")
-    if created_ns is not None and not (
-        type(created_ns) is int and 0 <= created_ns <= _MAX_CREATED_NS
-    ):
-        raise InvalidMessageError(
-            "field 'created_ns' must be an integer from 0 to 2**63 - 1 (nanoseconds since 1970), "
-            f"got {created_ns!r:.40}"
-        )
-    return envelope
-
-
-def _json_type(value: object) -> str:
-    names = {dict: "object", list: "array", str: "string", bool: "boolean", type(None): "null"}
-    if type(value) in names:
-        return names[type(value)]
-    return "number" if isinstance(value, int | float) else type(value).__name__
-
-
-def _check_short_string(name: str, value: object, *, allow_empty: bool) -> None:
-    if not isinstance(value, str):
-        raise InvalidMessageError(f"field {name!r} must be a string, got a {_json_type(value)}")
-    try:
-        size = len(value.encode("utf-8"))
-    except UnicodeEncodeError:
-        raise InvalidMessageError(f"field {name!r} is not valid Unicode text") from None
-    if size > MAX_SHORT_STRING_BYTES or (size == 0 and not allow_empty):
-        low = 0 if allow_empty else 1
-        raise InvalidMessageError(
-            f"field {name!r} is {size} bytes of UTF-8; AMQP carries {low} to "
-            f"{MAX_SHORT_STRING_BYTES} bytes"
-        )
-
-
-def _check_body(body: object) -> None:
-    if not isinstance(body, dict):
-        raise InvalidMessageError(f"field 'body' must be a JSON object, got a {_json_type(body)}")
-    try:
-        sent = json.dumps(body, allow_nan=False)
-        json.dumps(body, ensure_ascii=False).encode("utf-8")  # as stored: a lone surrogate fails
-    except (TypeError, ValueError, RecursionError) as error:
-        raise InvalidMessageError(f"field 'body' is not strict JSON: {error}") from None
-    if len(sent) > MAX_BODY_BYTES:
-        raise InvalidMessageError(
-            f"field 'body' is {len(sent)} bytes of JSON; at most {MAX_BODY_BYTES} are sent"
-        )
 
 
 @dataclass
@@ -168,8 +102,9 @@ class Outbox:
     def __init__(self, directory: os.PathLike[str] | str) -> None:
         self.directory = Path(directory)
         self._dirty = False
-        #: Entries that can never be sent and could not be moved aside; this object skips them.
-        self.unmovable: set[Path] = set()
+        self._folder_checked = False
+        #: Entries this object never sends: another user's, or unsendable and not movable aside.
+        self.skipped: set[Path] = set()
 
     def __repr__(self) -> str:
         return f"Outbox({str(self.directory)!r})"
@@ -185,8 +120,10 @@ class Outbox:
         final = self.directory / name
         temp = self.directory / f"{_TEMP_PREFIX}{name}"
         try:
-            self.directory.mkdir(parents=True, exist_ok=True)
-            fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+            self.directory.parent.mkdir(parents=True, exist_ok=True)
+            self.directory.mkdir(mode=0o700, exist_ok=True)
+            self._check_folder()
+            fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
             try:
                 view = memoryview(data)
                 while view:
@@ -215,6 +152,7 @@ class Outbox:
             names = os.listdir(self.directory)
         except (FileNotFoundError, NotADirectoryError):
             return []
+        self._check_folder()
         return [self.directory / name for name in sorted(names) if _FINAL_NAME.match(name)]
 
     def __len__(self) -> int:
@@ -250,8 +188,13 @@ class Outbox:
             if not _same_file(path, fd):  # delivered and removed by another reader meanwhile
                 yield None
                 return
+            foreign = _not_ours(os.fstat(fd))
+            if foreign is not None:
+                self._skip_foreign(path, foreign)
+                yield None
+                return
             try:
-                envelope = check_envelope(_parse(_read_entry(fd)))
+                envelope = check_envelope(parse_entry(_read_entry(fd)))
             except InvalidMessageError as error:
                 self.reject(path, str(error))
                 yield None
@@ -281,11 +224,11 @@ class Outbox:
             temp = self.directory / name
             try:
                 status = temp.lstat()
-                if now - status.st_mtime < _STALE_TEMP_SECONDS:
+                if now - status.st_mtime < _STALE_TEMP_SECONDS or _not_ours(status):
                     continue
                 fd = _open_entry(temp)
                 try:
-                    check_envelope(_parse(_read_entry(fd)))
+                    check_envelope(parse_entry(_read_entry(fd)))
                 finally:
                     os.close(fd)
                 # A clock set before 1970 must not give a name that sorts out of sight.
@@ -308,14 +251,16 @@ class Outbox:
         folder = self.directory / _REJECTED
         target = folder / path.name
         try:
-            folder.mkdir(exist_ok=True)
+            folder.mkdir(mode=0o700, exist_ok=True)
+            if folder.is_symlink():
+                raise OSError(0, f"{folder} is a symbolic link")
             if os.path.lexists(target):
                 target = folder / f"{path.name}.{uuid.uuid4().hex}"
             os.rename(path, target)
         except FileNotFoundError:
             return  # another drainer moved it first
         except OSError as error:
-            self.unmovable.add(path)
+            self.skipped.add(path)
             logger.error(
                 "outbox entry %s can never be sent, because %s; it cannot be moved aside (%s), "
                 "so it is skipped",
@@ -330,6 +275,39 @@ class Outbox:
             reason,
             target,
         )
+
+    def _skip_foreign(self, path: Path, why: str) -> None:
+        self.skipped.add(path)
+        logger.error(
+            "outbox entry %s is never sent by this user, because %s: only this user's own entries "
+            "are published with its credentials; it is left untouched (remove it, or flush it as "
+            "its owner)",
+            path,
+            why,
+        )
+
+    def _check_folder(self) -> None:
+        """Warn (once per object) when the folder is another user's or others can write to it."""
+        if self._folder_checked:
+            return
+        self._folder_checked = True
+        try:
+            status = os.stat(self.directory)
+        except OSError:
+            return
+        problems = []
+        if status.st_uid != os.geteuid():
+            problems.append(f"belongs to user {status.st_uid}, not to this user ({os.geteuid()})")
+        if status.st_mode & 0o022:
+            problems.append(f"is writable by other users (mode {stat.S_IMODE(status.st_mode):04o})")
+        if problems:
+            logger.warning(
+                "ISB outbox folder %s %s: other users can remove this user's pending reports or "
+                "add entries (never sent: only this user's own are); set ISB_OUTBOX_DIR to a "
+                "folder of this user's with mode 0700",
+                self.directory,
+                " and ".join(problems),
+            )
 
     def _fsync_directory(self) -> None:
         fd = os.open(self.directory, os.O_RDONLY | os.O_DIRECTORY)
@@ -355,6 +333,15 @@ def _open_entry(path: Path) -> int:
     return fd
 
 
+def _not_ours(status: os.stat_result) -> str | None:
+    """Why an entry is not one this user's writer made, or None if it is."""
+    if status.st_uid != os.geteuid():
+        return f"it belongs to user {status.st_uid}, not to this user ({os.geteuid()})"
+    if status.st_nlink != 1:
+        return f"it has {status.st_nlink} links (an entry this outbox writes has one)"
+    return None
+
+
 def _same_file(path: Path, fd: int) -> bool:
     try:
         current = os.stat(path)
@@ -372,19 +359,8 @@ def _read_entry(fd: int) -> bytes:
         while chunk := os.read(fd, 65536):
             chunks.append(chunk)
             size += len(chunk)
-            if size > _MAX_FILE_BYTES:
-                raise InvalidMessageError(f"the file is larger than {_MAX_FILE_BYTES} bytes")
+            if size > MAX_FILE_BYTES:
+                raise InvalidMessageError(f"the file is larger than {MAX_FILE_BYTES} bytes")
     except OSError as error:
         raise InvalidMessageError(f"the file cannot be read ({error})") from None
     return b"".join(chunks)
-
-
-def _parse(data: bytes) -> object:
-    try:
-        return json.loads(data.decode("utf-8"))
-    except UnicodeDecodeError:
-        raise InvalidMessageError("the file is not UTF-8 text") from None
-    except RecursionError:
-        raise InvalidMessageError("the file's JSON is nested too deeply") from None
-    except ValueError as error:
-        raise InvalidMessageError(f"the file is not JSON ({error})") from None
