@@ -28,7 +28,7 @@ def run(ctx: Context) -> list[Row]:
     direct = statistics.median(samples["direct"])
     rows = []
     for scenario in (
-        "pip fresh (previous script)",
+        "pip fresh (7.5.0's script)",
         "pip fresh",
         "uv fresh, cold",
         "uv fresh, warm",
@@ -42,7 +42,7 @@ def run(ctx: Context) -> list[Row]:
                 round(value, 3),
                 "s",
                 compare=round(pip, 3),
-                note=f"script start to run(); overhead over direct start {value - direct:+.3f} s",
+                note=f"command start to run(); overhead over direct start {value - direct:+.3f} s",
                 runs=len(samples[scenario]),
                 samples=samples[scenario],
             )

@@ -9,8 +9,10 @@ BashOperator runs it (``bash -c``, values in the environment) and starts a probe
 ``TaskBase`` on ``PYTHONPATH``) that writes the time its ``run()`` began; the figure is that time
 minus the time the command was started. Scenarios:
 
-- ``pip fresh (previous script)``: the bash script of the base commit (no uv, no cache), for
-  regressions;
+- ``pip fresh (7.5.0's script)``: the steps of the bash command dkist-processing-core 7.5.0 exports
+  for every task (:data:`SCRIPT_750`, copied from a DAG file it wrote, with the probe in place of
+  the task): a venv with pip (ensurepip), pip upgraded, ``pip install`` with byte-compilation, ``pip
+  list`` before and after;
 - ``pip fresh``: no uv on PATH, no venv cache (pip's own cache warm, as on a worker);
 - ``uv fresh, cold``: uv on PATH, an empty uv cache every run;
 - ``uv fresh, warm``: uv on PATH, its cache warmed by an untimed run;
@@ -29,7 +31,6 @@ dkist-processing-core 7.5.0, so its task starts through the stable contract, not
 from __future__ import annotations
 
 import argparse
-import ast
 import json
 import os
 import shutil
@@ -45,7 +46,29 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _timing import REPO_ROOT
 from _timing import BenchmarkError
 
-BASE_REF = "90c9d17"
+#: What dkist-processing-core 7.5.0's DAG files run for a task (from an exported DAG file of
+#: dkist-processing-test 1.46.0: the echo lines of the worker's identity left out, the requirement
+#: and the task statement taken from the environment / replaced by the probe).
+SCRIPT_750 = """\
+pwd
+python3 -m pip install --upgrade pip
+pip list
+python3 -m venv .task_venv
+. .task_venv/bin/activate
+which python
+cat /proc/self/limits
+python -m pip install --upgrade pip
+python -m pip install "$DKIST_REQUIREMENT"
+pip list
+python -c "from bench_task_start_probe import Probe
+with Probe(recipe_run_id=1, workflow_name='bench', workflow_version='1') as task:
+    task()
+"
+export exit_code=$?
+deactivate
+rm -rf .task_venv
+exit $exit_code
+"""
 PROBE = """\
 import os
 import time
@@ -58,33 +81,6 @@ class Probe(TaskBase):
         with open(os.environ["BENCH_PROBE_FILE"], "w") as stream:
             stream.write(str(time.time_ns()))
 """
-
-
-def _script(ref: str | None = None) -> str | None:
-    """The task command of this checkout, or BASH_SCRIPT of the DAG writer at ``ref`` (None if
-    git cannot show it, e.g. in a shallow clone)."""
-    if ref is None:
-        from dkist_processing_core.worker import WORKER_COMMAND
-
-        return WORKER_COMMAND
-    shown = subprocess.run(
-        ["git", "show", f"{ref}:packages/core-workflow/src/dkist_processing_core/export/dag.py"],
-        cwd=REPO_ROOT,
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    if shown.returncode:
-        print(
-            f"task start: no script of {ref} (git show failed); skipping that scenario",
-            file=sys.stderr,
-        )
-        return None
-    source = shown.stdout
-    for node in ast.parse(source).body:
-        if isinstance(node, ast.Assign) and getattr(node.targets[0], "id", "") == "BASH_SCRIPT":
-            return node.value.value  # type: ignore[attr-defined]
-    raise BenchmarkError(f"no BASH_SCRIPT in dag.py at {ref}")
 
 
 class Pipeline:
@@ -137,11 +133,6 @@ class Bench:
             "AIRFLOW_CTX_DAG_ID": f"bench_{self.pipeline.requirement.rpartition('==')[2]}",
             "DKIST_PIP_TIMEOUT": "15",
             "DKIST_PIP_RETRIES": "2",
-            # what the previous bash script read instead
-            "DKIST_TASK_MODULE": "bench_task_start_probe",
-            "DKIST_TASK_CLASS": "Probe",
-            "DKIST_WORKFLOW_NAME": "bench",
-            "DKIST_WORKFLOW_VERSION": "1",
             "BENCH_PROBE_FILE": str(self.workdir / "probe.ns"),
         }
         env.update(more)
@@ -151,7 +142,9 @@ class Bench:
         probe = Path(env["BENCH_PROBE_FILE"])
         probe.unlink(missing_ok=True)
         started = time.time_ns()
-        result = subprocess.run(["bash", "-c", script], env=env, capture_output=True, text=True)
+        result = subprocess.run(
+            ["bash", "-c", script], env=env, capture_output=True, text=True, cwd=self.workdir
+        )
         if result.returncode or not probe.exists():
             raise BenchmarkError(
                 f"{self.pipeline.name}: the script failed:\n{(result.stdout + result.stderr)[-4000:]}"
@@ -182,18 +175,15 @@ class Bench:
         return (int(probe.read_text()) - started) / 1e9
 
     def run(self, runs: int) -> dict[str, list[float]]:
-        samples: dict[str, list[float]] = {}
-        script, previous = _script(), _script(BASE_REF)
-        assert script is not None
+        from dkist_processing_core.worker import WORKER_COMMAND as script
+
+        samples: dict[str, list[float]] = {"pip fresh": [], "pip fresh (7.5.0's script)": []}
         pip_env = self.env(False)
-        self.once(script, pip_env)  # warms pip's cache, as on a worker
+        self.once(script, pip_env)  # warms pip's cache and the page cache, as on a worker
+        self.once(SCRIPT_750, pip_env)
         # Alternated, so that a drift of the machine (page cache, disk) hits both scripts alike.
-        samples["pip fresh"] = []
-        if previous is not None:
-            samples["pip fresh (previous script)"] = []
         for _ in range(runs):
-            if previous is not None:
-                samples["pip fresh (previous script)"].append(self.once(previous, pip_env))
+            samples["pip fresh (7.5.0's script)"].append(self.once(SCRIPT_750, pip_env))
             samples["pip fresh"].append(self.once(script, pip_env))
         cold = []
         for index in range(runs):

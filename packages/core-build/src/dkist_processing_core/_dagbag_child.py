@@ -77,7 +77,10 @@ def main() -> int:
     files = sorted(str(path) for path in Path(request["folder"]).glob("*.py"))
     result = _parse(files) if files else {"import_errors": {}, "dags": {}}
     Path(request["result"]).write_text(json.dumps(result), encoding="utf-8")
-    return 0
+    sys.stdout.flush()
+    sys.stderr.flush()
+    # The caller waits for this process to end: skip tearing down Airflow's modules (~0.4 s).
+    os._exit(0)
 
 
 if __name__ == "__main__":

@@ -19,6 +19,7 @@ import importlib.util
 import sys
 import tempfile
 import uuid
+from pathlib import Path
 from typing import TYPE_CHECKING
 from typing import Any
 
@@ -170,14 +171,34 @@ def render_dag(workflow: WorkflowModel) -> str:
     return source
 
 
+def _findable(module: str) -> bool:
+    """Whether ``module``'s file is in its top-level package, found without importing anything.
+
+    ``importlib.util.find_spec("airflow.sdk")`` would import ``airflow`` (about 2 s) to learn where
+    its subpackages are; a caller that only wants to know must not pay that.
+    """
+    top, _, rest = module.partition(".")
+    try:
+        spec = importlib.util.find_spec(top)
+    except (ImportError, ValueError):
+        return False
+    if spec is None or not rest:
+        return spec is not None
+    relative = Path(*rest.split("."))
+    return any(
+        (Path(root) / relative).with_suffix(".py").is_file()
+        or (Path(root) / relative / "__init__.py").is_file()
+        for root in spec.submodule_search_locations or ()
+    )
+
+
 def airflow_missing_message(what: str) -> str | None:
-    """None if Airflow 3 and its standard provider are importable, else what to install."""
+    """None if Airflow 3 and its standard provider are importable, else what to install.
+
+    Found without importing anything, so the check is free for callers that run Airflow elsewhere.
+    """
     for module in ("airflow.sdk", "airflow.providers.standard.operators.bash"):
-        try:
-            found = importlib.util.find_spec(module) is not None
-        except ImportError:
-            found = False
-        if not found:
+        if not _findable(module):
             return (
                 f"{what} needs Apache Airflow 3 with the standard provider (module {module} is missing); "
                 "install it with: pip install 'dkist-processing-core-workflow[airflow]'"
