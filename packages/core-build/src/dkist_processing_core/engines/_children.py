@@ -1,13 +1,14 @@
 """Child processes of the runners: each in a session of its own, read with a bounded line buffer,
 stopped together with everything it started, and signals to the runner passed on to them.
 
-A task (or the Airflow child of ``--engine airflow``) runs as the leader of a new session and
-process group, so a signal for the group reaches the processes it started too, and a Ctrl-C in
-the terminal reaches only the runner, which decides what its children get:
-:func:`signal_group` (SIGINT, SIGTERM or SIGHUP as received), then after a grace period SIGKILL
-for whatever is left. :class:`ForwardedSignals` installs the runner's handlers for SIGINT, SIGTERM
-and SIGHUP (in the main thread only, and not for a signal that was ignored when the runner
-started), and puts the old ones back afterwards.
+A task (or the Airflow child of ``--engine airflow``) runs in a new session and process group,
+under a guard (:mod:`._guard`) that leads the group and kills all of it when the runner dies, even
+by SIGKILL. A signal for the group reaches the processes the task started too, and a Ctrl-C in the
+terminal reaches only the runner, which decides what its children get: :func:`signal_group`
+(SIGINT, SIGTERM or SIGHUP as received), then after a grace period SIGKILL for whatever is left.
+:class:`ForwardedSignals` installs the runner's handlers for SIGINT, SIGTERM and SIGHUP (in the
+main thread only, and not for a signal that was ignored when the runner started), and puts the
+old ones back afterwards.
 """
 
 from __future__ import annotations
@@ -16,10 +17,12 @@ import contextlib
 import os
 import signal
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable
 from collections.abc import Iterator
+from pathlib import Path
 from types import FrameType
 from typing import IO
 
@@ -41,12 +44,15 @@ FORWARDED_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 GRACE_SECONDS = 10.0
 #: Largest piece of a line held in memory; longer lines are passed on in pieces of this size.
 LINE_LIMIT = 65536
+_GUARD = Path(__file__).with_name("_guard.py")
 
 
 def start_in_session(command: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
-    """Start ``command`` as the leader of a new session; its output (stdout and stderr) is a pipe."""
+    """Start ``command`` in a new session under its guard (the session and group leader, which
+    exits as ``command`` does and kills the group if the runner dies); its output is a pipe."""
+    guard = [sys.executable, "-I", "-S", str(_GUARD), f"--parent={os.getpid()}", "--"]
     return subprocess.Popen(
-        command,
+        [*guard, *command],
         stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,

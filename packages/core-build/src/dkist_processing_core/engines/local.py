@@ -7,11 +7,12 @@ retried like Airflow retries it (``retries`` times, ``retry_delay_seconds`` apar
 fails, the same failure report as Airflow's ``on_failure_callback`` goes to the interservice bus,
 no new task starts, the running ones are waited for, and the rest are reported as skipped.
 
-Each task runs in a session of its own. SIGINT, SIGTERM or SIGHUP to the runner is passed on to the
-process group of every running task (so whatever a task started gets it too); what has not ended
-after a grace period of 10 s (or at a second signal) is killed, the summary is printed and the run
-ends as interrupted. Task output is read in pieces of at most 64 KiB: a task's log keeps every
-byte, the terminal shows the first 64 KiB of a longer line.
+Each task runs in a session of its own, under a guard that kills its process group if the runner
+dies, even by SIGKILL. SIGINT, SIGTERM or SIGHUP to the runner is passed on to the process group of
+every running task (so whatever a task started gets it too); what has not ended after a grace
+period of 10 s (or at a second signal) is killed, the summary is printed and the run ends as
+interrupted. Task output is read in pieces of at most 64 KiB: a task's log keeps every byte, the
+terminal shows the first 64 KiB of a longer line.
 """
 
 from __future__ import annotations
