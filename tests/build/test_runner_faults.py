@@ -1,7 +1,8 @@
 """The local runner under faults and hostile input, as a real ``dkist-processing-core run`` process.
 
-Real signals to the runner's PID (SIGKILL too), a real ``| head -1`` pipeline, a task line of 100 MiB, names that
-start with ``-``, a relative ``--log-dir``; what is left of a run is looked for with ``ps``.
+Real signals to the runner's PID (SIGKILL too), a real ``| head -1`` pipeline, a task line of
+100 MiB, names that start with ``-``, a relative ``--log-dir``, a log folder on a real 2 MiB tmpfs,
+a process left behind holding a task's output; what is left of a run is looked for with ``ps``.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from helpers.rabbitmq import declare_queue
 from helpers.rabbitmq import delete_names
 from helpers.rabbitmq import require_rabbitmq
 from helpers.rabbitmq import unique_names
+from helpers.small_disk import small_disk_command
 
 SPAWNERS = ("SpawnerA", "SpawnerB")
 
@@ -298,6 +300,160 @@ def test_a_signal_to_the_airflow_engine_stops_every_process_it_started(cli, tmp_
     assert not survivors, "left running:\n" + "\n".join(survivors)
     if signum == signal.SIGTERM:
         assert "dkist-processing-core: interrupted" in stderr, "".join(lines) + stderr
+    assert "Traceback" not in stderr
+
+
+def kill_what_is_left(process: subprocess.Popen[str], marker: str) -> None:
+    """Never leave a run to the other tests: the test's group, then every process with ``marker``."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGKILL)
+    for line in processes_with_variable(marker):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(int(line.split()[0]), signal.SIGKILL)
+
+
+def run_to_the_end(
+    command: list[str], env: dict[str, str], cwd: Path, marker: str, timeout: float
+) -> tuple[int, str, str]:
+    """Run ``command`` (every process it starts gets ``marker`` in its environment); fail the test
+    if it has not ended after ``timeout`` seconds, showing the end of its output."""
+    process = subprocess.Popen(
+        command,
+        env={**env, marker: "1"},
+        cwd=cwd,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,  # only for the clean-up
+    )
+    try:
+        stdout, stderr = process.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        kill_what_is_left(process, marker)
+        stdout, stderr = process.communicate(timeout=60)
+        pytest.fail(
+            f"the run had not ended after {timeout:g} s:\n{stdout[-3000:]}\n{stderr[-3000:]}"
+        )
+    finally:
+        kill_what_is_left(process, marker)
+        process.wait()
+    return process.returncode, stdout, stderr
+
+
+# ---------------------------------------------------------------- a full log folder (issue 22 item 1)
+
+# Copies the files of $2 into the log folder $1, runs the rest of the arguments and copies the
+# folder out to $3 (the log folder is a tmpfs that only this command sees, gone with it).
+_WITH_LOGS_COPIED_OUT = """
+logs=$1 before=$2 after=$3
+shift 3
+cp -a "$before/." "$logs/"
+"$@"
+status=$?
+cp -a "$logs/." "$after/"
+exit $status
+"""
+
+
+def test_a_full_log_folder_truncates_the_log_with_a_line_saying_so_and_the_run_ends(cli, tmp_path):
+    logs, before, after = tmp_path / "logs", tmp_path / "before", tmp_path / "after"
+    for folder in (logs, before, after):
+        folder.mkdir()
+    (before / "earlier.log").write_text("the log of an earlier run\n")
+    run = [*cli_command(), "run", HOSTILE_PACKAGE, "Hostile_Flood", "--recipe-run-id", "58"]
+    run += ["--log-dir", str(logs), "--no-failure-report"]
+    copying = ["sh", "-c", _WITH_LOGS_COPIED_OUT, "sh", str(logs), str(before), str(after), *run]
+    command = small_disk_command(logs, "2m", copying)  # fails the test where it cannot mount
+    marker = f"DKIST_RUNNER_TEST_{uuid.uuid4().hex}"
+    status, stdout, stderr = run_to_the_end(command, cli.env, cli.cwd, marker, timeout=180)
+
+    assert status == 0, stdout[-3000:] + stderr
+    # Nothing the task printed is lost: the terminal shows every line.
+    flood = [line for line in stdout.splitlines() if line.startswith("[Flood] flood line ")]
+    assert len(flood) == 40_000 and flood[-1].startswith("[Flood] flood line 00039999 ")
+    assert "[Flood] Flood done" in stdout and "[AfterFlood] AfterFlood ran" in stdout
+    states = summary_states(stdout)
+    assert states["Flood"].startswith("success") and "log truncated" in states["Flood"]
+    assert states["AfterFlood"].startswith("success")
+    assert "Hostile_Flood_dev succeeded: 2 succeeded, 0 failed" in stdout
+    assert re.search(r"\[runner\] cannot write the log of Flood .*No space left on device", stdout)
+    # The log has what fitted, in order, and ends with a line that says it was truncated.
+    log = (after / "Flood.log").read_text()
+    lines = log.splitlines()
+    assert lines[0].startswith("--- Flood attempt 1 ")
+    kept = [line for line in lines if line.startswith("flood line ")]
+    assert kept == [f"flood line {number:08d} {'x' * 79}" for number in range(len(kept))]
+    assert 5_000 < len(kept) < 21_000  # about 2 MiB of 100-byte lines
+    assert lines[-1].startswith("--- log truncated by the runner: ")
+    assert "No space left on device" in lines[-1]
+    # Nothing else in the folder is lost.
+    assert (after / "earlier.log").read_text() == "the log of an earlier run\n"
+    assert "Traceback" not in stderr
+
+
+# ------------------------------------ a process left behind holding a task's output (issue 22 item 4)
+
+
+def summary_durations(stdout: str) -> dict[str, float]:
+    start = stdout.index("Summary of ")
+    found = re.findall(r"^  \w+\s+(\S+)\s+([\d.]+) s", stdout[start:], re.MULTILINE)
+    return {task: float(seconds) for task, seconds in found}
+
+
+@pytest.mark.parametrize("escape", [False, True], ids=["in-its-group", "outside-its-group"])
+def test_a_task_that_leaves_a_process_holding_its_output_is_reported_when_it_ends(
+    cli, tmp_path, escape
+):
+    # Leaver returns after 0.5 s; the process it leaves behind would hold its output for 120 s.
+    marker = f"dkist-runner-test-{uuid.uuid4().hex}"
+    env = {**cli.env, "BUILD_FIXTURE_MARKER": marker}
+    if escape:
+        env["BUILD_FIXTURE_ESCAPE"] = "1"
+    command = [*cli_command(), "run", HOSTILE_PACKAGE, "Hostile_Leaving", "--recipe-run-id", "59"]
+    command += ["--log-dir", str(tmp_path / "logs"), "--no-failure-report"]
+    started = time.monotonic()
+    process = subprocess.Popen(
+        command,
+        env=env,
+        cwd=cli.cwd,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,  # only for the clean-up
+    )
+    try:
+        try:
+            stdout, stderr = process.communicate(timeout=60)
+        except subprocess.TimeoutExpired:
+            pytest.fail("the run had not ended after 60 s: it waits for the process left behind")
+        took = time.monotonic() - started
+        left = processes_with(marker)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+        for line in processes_with(marker):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(int(line.split()[0]), signal.SIGKILL)
+        process.wait()
+    assert process.returncode == 0, stdout + stderr
+    assert "[Leaver] leftover up" in stdout  # what it wrote while the task ran is kept
+    assert "[AfterLeaver] AfterLeaver ran" in stdout
+    states = summary_states(stdout)
+    assert states["AfterLeaver"] == "success"
+    assert summary_durations(stdout)["Leaver"] < 10, stdout
+    assert took < 50, f"the run took {took:.0f} s"
+    log = (tmp_path / "logs" / "Leaver.log").read_text()
+    assert "leftover up" in log
+    if escape:
+        # Outside the task's process group the runner cannot end it; it stops reading after a bound.
+        assert len(left) == 1, left
+        assert states["Leaver"].startswith("success") and "output cut" in states["Leaver"]
+        assert "--- output no longer read by the runner: " in log
+    else:
+        assert not left, "left running:\n" + "\n".join(left)  # ended with the task's group
+        assert states["Leaver"] == "success"
     assert "Traceback" not in stderr
 
 

@@ -227,7 +227,8 @@ def build_parser() -> argparse.ArgumentParser:
         type=Path,
         default=argparse.SUPPRESS,
         metavar="DIR",
-        help="folder for the task logs (local engine; default: a folder under the system temp dir)",
+        help="folder for the task logs (local engine; default: a folder under the system temp dir); "
+        "a log the disk cannot take is truncated, with a line saying so",
     )
     options.add_argument(
         "--no-failure-report",

@@ -7,12 +7,12 @@ retried like Airflow retries it (``retries`` times, ``retry_delay_seconds`` apar
 fails, the same failure report as Airflow's ``on_failure_callback`` goes to the interservice bus,
 no new task starts, the running ones are waited for, and the rest are reported as skipped.
 
-Each task runs in a session of its own, under a guard that kills its process group if the runner
-dies, even by SIGKILL. SIGINT, SIGTERM or SIGHUP to the runner is passed on to the process group of
-every running task (so whatever a task started gets it too); what has not ended after a grace
-period of 10 s (or at a second signal) is killed, the summary is printed and the run ends as
-interrupted. Task output is read in pieces of at most 64 KiB: a task's log keeps every byte, the
-terminal shows the first 64 KiB of a longer line.
+Each task runs in a session of its own under a guard that kills its group if the runner dies, even
+by SIGKILL (``_children``). SIGINT, SIGTERM or SIGHUP to the runner goes on to every running task's
+group; what has not ended 10 s later (or at a second signal) is killed, the run ends interrupted. A
+task has ended when its own process has: what it left in its group is killed, its output read 2 s
+more at most. Output is read in pieces of 64 KiB at most: the log keeps every byte (a full disk
+truncates it with a line saying so), the terminal shows 64 KiB of a longer line.
 """
 
 from __future__ import annotations
@@ -34,10 +34,9 @@ from typing import TYPE_CHECKING
 from typing import Any
 from typing import ClassVar
 
+from dkist_processing_core.engines._children import DRAIN_SECONDS
 from dkist_processing_core.engines._children import GRACE_SECONDS
 from dkist_processing_core.engines._children import ForwardedSignals
-from dkist_processing_core.engines._children import LineClipper
-from dkist_processing_core.engines._children import read_pieces
 from dkist_processing_core.engines._children import signal_group
 from dkist_processing_core.engines._children import start_in_session
 from dkist_processing_core.engines._common import Output
@@ -49,6 +48,7 @@ from dkist_processing_core.engines._common import default_log_root
 from dkist_processing_core.engines._common import local_run_id
 from dkist_processing_core.engines._failure_report import failure_context
 from dkist_processing_core.engines._failure_report import report_on_isb
+from dkist_processing_core.engines._task_output import TaskOutput
 from dkist_processing_core.recipe_run_id import RECIPE_RUN_ID_VARIABLE
 
 if TYPE_CHECKING:
@@ -76,6 +76,8 @@ class _Attempt:
     task_id: str
     process: subprocess.Popen[bytes]
     started: float
+    output: TaskOutput
+    reader: threading.Thread  # copies its output, then reports how it ended (_pump)
 
 
 class _LocalRun:
@@ -114,10 +116,12 @@ class _LocalRun:
         self.retry_at: dict[str, float] = {}
         self._take_ready()
         self.running: dict[str, _Attempt] = {}
-        # (task id, exit status) from the output threads; (None, signal number) from a signal
-        # handler. SimpleQueue.put may interrupt a get() in the same thread: safe in a handler.
-        self.events: queue.SimpleQueue[tuple[str | None, int]] = queue.SimpleQueue()
+        self.output_notes: dict[str, list[str]] = {}  # what a log or the output lacks
+        # (task id, exit status, epoch seconds it ended) from output threads, (None, signal number,
+        # 0) from a signal handler: SimpleQueue.put may interrupt a get() in its thread, safe there.
+        self.events: queue.SimpleQueue[tuple[str | None, int, float]] = queue.SimpleQueue()
         self.stopping = False
+        self.grace_ends: float | None = None  # (monotonic) once running tasks were told to stop
         self.interrupted = False
         self.signal: int | None = None
 
@@ -140,7 +144,7 @@ class _LocalRun:
 
         However it ends, no task process is left running.
         """
-        with ForwardedSignals(lambda signum: self.events.put((None, signum))):
+        with ForwardedSignals(lambda signum: self.events.put((None, signum, 0.0))):
             try:
                 return self._schedule()
             except KeyboardInterrupt:  # SIGINT where the handler could not be installed
@@ -163,13 +167,13 @@ class _LocalRun:
             if not self.running and not waits:
                 return True
             try:
-                finished, status = self.events.get(timeout=min(waits) if waits else None)
+                finished, status, ended = self.events.get(timeout=min(waits) if waits else None)
             except queue.Empty:
                 continue
             if finished is None:
                 self._interrupt(status)
                 return False
-            self._finished(finished, status)
+            self._finished(finished, status, ended)
 
     def _interrupt(self, signum: int) -> None:
         self.interrupted, self.signal = True, signum
@@ -186,6 +190,9 @@ class _LocalRun:
                     result.note = f"not run: {why}" if self.stopping else "not run"
             elif task_id in self.queue:  # waited for a retry when the run stopped
                 result.state, result.note = TaskState.FAILED, f"retry not run: {why}"
+        for task_id, notes in self.output_notes.items():
+            result = self.results[task_id]
+            result.note = "; ".join([result.note, *notes] if result.note else notes)
 
     def _stop_running(self, signum: int) -> None:
         """Pass ``signum`` to the process group of every running task, give them the grace period
@@ -194,27 +201,28 @@ class _LocalRun:
         stopped = list(self.running.values())
         for attempt in stopped:
             signal_group(attempt.process, signum)
-        deadline = time.monotonic() + GRACE_SECONDS
+        self.grace_ends = deadline = time.monotonic() + GRACE_SECONDS
         while self.running and (left := deadline - time.monotonic()) > 0:
             try:
-                task_id, status = self.events.get(timeout=left)
+                task_id, status, ended = self.events.get(timeout=left)
             except queue.Empty:
                 break
             if task_id is None:  # asked again: stop waiting
                 break
-            self.running.pop(task_id)
+            self._ended(task_id, status, ended)
             result = self.results[task_id]
-            result.exit_code, result.ended = status, time.time()
             if status == 0:  # had finished before it was told to stop
                 result.state = TaskState.SUCCESS
             else:
                 result.state, result.note = TaskState.FAILED, "interrupted"
-        for task_id, attempt in self.running.items():
+        for attempt in self.running.values():
             signal_group(attempt.process, signal.SIGKILL)
-            attempt.process.wait()
+        for attempt in stopped:  # their logs complete before the summary; they reap the tasks
+            attempt.reader.join(DRAIN_SECONDS + 2.0)
+        for task_id, attempt in list(self.running.items()):
+            self._ended(task_id, attempt.process.wait(), time.time())
             result = self.results[task_id]
-            result.state, result.ended, result.note = TaskState.FAILED, time.time(), "killed"
-        self.running.clear()
+            result.state, result.note = TaskState.FAILED, "killed"
         for attempt in stopped:  # whatever a task started and left behind in its group
             signal_group(attempt.process, signal.SIGKILL)
 
@@ -241,50 +249,48 @@ class _LocalRun:
         started = time.time()
         if result.started is None:
             result.started = started
-        log = result.log_path.open("ab")
-        header = f"--- {task_id} attempt {result.attempts} (recipe run {self.recipe_run_id}, {self.run_id})\n"
-        log.write(header.encode("utf-8"))
-        log.flush()
+        header = f"--- {task_id} attempt {result.attempts} (recipe run {self.recipe_run_id}, {self.run_id})"
+        output = TaskOutput(task_id, result.log_path, header, self.out)
         try:
             process = start_in_session(self._command(node), self.env)
         except OSError as error:
-            log.close()
+            output.close()
             raise RunError(f"cannot start the process of task {task_id}: {error}") from error
-        self.running[task_id] = _Attempt(task_id, process, started)  # first: Ctrl-C must find it
+        reader = threading.Thread(target=lambda: self._pump(attempt), daemon=True)
+        attempt = _Attempt(task_id, process, started, output, reader)
+        self.running[task_id] = attempt  # first: Ctrl-C must find it
         attempt_text = (
             f" (attempt {result.attempts} of {node.retries + 1})" if result.attempts > 1 else ""
         )
-        threading.Thread(target=self._pump, args=(task_id, process, log), daemon=True).start()
+        reader.start()
         self.out.line("runner", f"started {task_id}{attempt_text}, pid {process.pid}")
 
-    def _pump(self, task_id: str, process: subprocess.Popen[bytes], log: IO[bytes]) -> None:
-        """Copy the task's output to its log and to the shared stream; always report its exit status."""
-        assert process.stdout is not None
-        where = self.results[task_id].log_path
-        clipper = LineClipper(lambda left_out: f"... ({left_out} more bytes in {where})")
+    def _pump(self, attempt: _Attempt) -> None:
+        """Copy the task's output until the task has ended; always report how it ended."""
+        ended_at = None
         try:
-            last = b"\n"
-            for piece in read_pieces(process.stdout):
-                log.write(piece)
-                last = piece
-                if (line := clipper.feed(piece)) is not None:
-                    self.out.line(task_id, line)
-            if not last.endswith(b"\n"):
-                log.write(b"\n")
-            if (line := clipper.finish()) is not None:
-                self.out.line(task_id, line)
-        finally:
-            log.close()
-            process.stdout.close()  # if the copy failed: a task writing more gets EPIPE, not a full pipe
-            self.events.put((task_id, process.wait()))
+            ended_at = attempt.output.follow(attempt.process, self._linger).at
+        finally:  # (if the copy failed, follow killed the task)
+            attempt.output.close()
+            self.events.put((attempt.task_id, attempt.process.wait(), ended_at or time.time()))
 
-    def _finished(self, task_id: str, exit_code: int) -> None:
+    def _linger(self) -> float:
+        """How long what an ended task left in its group may go on: the rest of a stop's grace."""
+        return 0.0 if self.grace_ends is None else self.grace_ends - time.monotonic() + 1.0
+
+    def _ended(self, task_id: str, exit_code: int, ended: float) -> _Attempt:
+        """Take the attempt off the running ones; its exit status, end and output notes."""
         attempt = self.running.pop(task_id)
+        result = self.results[task_id]
+        result.ended, result.exit_code = ended, exit_code
+        self.output_notes.setdefault(task_id, []).extend(attempt.output.notes())
+        return attempt
+
+    def _finished(self, task_id: str, exit_code: int, ended: float) -> None:
+        attempt = self._ended(task_id, exit_code, ended)
         node = self.by_id[task_id]
         result = self.results[task_id]
-        result.ended = time.time()
-        result.exit_code = exit_code
-        took = result.ended - attempt.started
+        took = ended - attempt.started
         if exit_code == 0:
             result.state = TaskState.SUCCESS
             self.out.line("runner", f"{task_id} succeeded in {took:.2f} s")
