@@ -55,7 +55,7 @@ def _parse(files: list[str]) -> dict[str, Any]:
 
     bag = DagBag(dag_folder=os.path.dirname(files[0]), collect_dags=False)
     for file in files:
-        bag.process_file(file, only_if_updated=False, safe_mode=True)
+        bag.process_file(file, only_if_updated=False, safe_mode=True)  # type: ignore[no-untyped-call]
     return {
         "import_errors": {str(path): str(trace) for path, trace in bag.import_errors.items()},
         "dags": {
