@@ -79,8 +79,21 @@ def run(ctx: Context) -> list[Row]:
                     samples[core].append(_once(ctx, python, command, package, version, n))
             old, ours = median(samples["7.5.0"]), median(samples["ours"])
             note = f"{dist} {version}, Python 3.13 client venvs, alternated, whole process"
+            spread = ", ".join(
+                f"{core} {sorted(round(v, 2) for v in values)}" for core, values in samples.items()
+            )
             rows.append(
-                Row(KEY, f"{command} {dist}", round(ours, 2), "s", "", round(old, 2), note, runs)
+                Row(
+                    KEY,
+                    f"{command} {dist}",
+                    round(ours, 2),
+                    "s",
+                    "",
+                    round(old, 2),
+                    f"{note}; samples {spread}",
+                    runs,
+                    samples["ours"],
+                )
             )
             rows.append(
                 Row(

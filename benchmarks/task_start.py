@@ -149,7 +149,9 @@ class Bench:
             raise BenchmarkError(
                 f"{self.pipeline.name}: the script failed:\n{(result.stdout + result.stderr)[-4000:]}"
             )
-        return (int(probe.read_text()) - started) / 1e9
+        seconds = (int(probe.read_text()) - started) / 1e9
+        print(f"  {self.pipeline.name}: {seconds:.2f} s", file=sys.stderr, flush=True)
+        return seconds
 
     def direct(self, python: Path, env: dict[str, str], contract: bool) -> float:
         probe = Path(env["BENCH_PROBE_FILE"])
@@ -166,10 +168,16 @@ class Bench:
                 "--module=bench_task_start_probe",
             ]
             command += ["--task=Probe", "--workflow-name=bench", "--workflow-version=1"]
+        # what the worker program hands the task process (the 7.x statement reads these)
+        given = {
+            "DKIST_TASK_MODULE": "bench_task_start_probe",
+            "DKIST_TASK_CLASS": "Probe",
+            "DKIST_WORKFLOW_NAME": "bench",
+            "DKIST_WORKFLOW_VERSION": "1",
+            "PYTHONDONTWRITEBYTECODE": "1",
+        }
         started = time.time_ns()
-        result = subprocess.run(
-            command, env={**env, "PYTHONDONTWRITEBYTECODE": "1"}, capture_output=True, text=True
-        )
+        result = subprocess.run(command, env={**env, **given}, capture_output=True, text=True)
         if result.returncode:
             raise BenchmarkError(f"direct start failed:\n{result.stderr[-3000:]}")
         return (int(probe.read_text()) - started) / 1e9

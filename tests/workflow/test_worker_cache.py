@@ -57,13 +57,12 @@ def _entries(tmp_path: Path) -> dict[str, list[str]]:
         folder.name: sorted(
             child.name for child in folder.iterdir() if child.name.startswith(("env-", "aside-"))
         )
-        for folder in sorted(root.iterdir())
-        if folder.name != "holds"
+        for folder in worker_cache.key_folders(root)
     }
 
 
 def _current(tmp_path: Path) -> Path:
-    (folder,) = [path for path in _root(tmp_path).iterdir() if path.name != "holds"]
+    (folder,) = worker_cache.key_folders(_root(tmp_path))
     return folder / os.readlink(folder / "current")
 
 
@@ -348,7 +347,10 @@ def test_a_full_cache_disk_falls_back_to_a_throw_away_venv_and_leaves_nothing(
         for line in result.stdout.splitlines()
         if line.startswith("LEFT ")
     )
-    keys = [name for name in left if name.count("/") == 1 and name != "venvs-v1/holds"]
-    expected = ["venvs-v1", "venvs-v1/holds", *keys, *(f"{key}/lock" for key in keys)]
-    assert len(keys) == 1 and left == sorted(expected), f"left on the full disk: {left}"
+    fixed = ["venvs-v1/holds", "venvs-v1/interpreters"]
+    facts = [name for name in left if name.startswith("venvs-v1/interpreters/")]
+    keys = [name for name in left if name.count("/") == 1 and name not in fixed]
+    expected = ["venvs-v1", *fixed, *facts, *keys, *(f"{key}/lock" for key in keys)]
+    assert len(keys) == 1 and len(facts) == 1, f"left on the full disk: {left}"
+    assert left == sorted(expected), f"left on the full disk: {left}"
     assert list((tmp_path / "tmp").iterdir()) == []  # scratch removed

@@ -1,7 +1,7 @@
 """Run one task the way a worker does: ``python -m dkist_processing_core.run_task``.
 
-The worker program (:mod:`dkist_processing_core.worker`, inside the task venv) and the local runner
-start tasks through this module, so a task behaves the same everywhere. The recipe run id comes
+The worker program (:mod:`dkist_processing_core.worker`) starts a task through this module inside
+the task venv, and the local runner in its own environment, so a task behaves the same on both. The recipe run id comes
 from the environment variable ``RECIPE_RUN_ID`` and is read by the one parser of
 :mod:`dkist_processing_core.recipe_run_id`: a value such as ``"1; rm -rf /"`` is refused with exit
 status 2 before any pipeline code is imported.

@@ -32,12 +32,13 @@ from dkist_processing_core.errors import DKISTProcessingCoreError
 from dkist_processing_core.worker._digest import content_digest
 from dkist_processing_core.worker._digest import stat_digest
 from dkist_processing_core.worker._install import distributions
+from dkist_processing_core.worker._install import interpreter_facts
 from dkist_processing_core.worker._protocol import WorkerError
 from dkist_processing_core.worker._protocol import note
 
 LAYOUT = "venvs-v1"
 MARKER = ".dkist-venv-cache.json"
-MARKER_FORMAT = 2  # 2: with the content digest that verify checks
+MARKER_FORMAT = 3  # 2: with the content digest that verify checks; 3: .pyc by name at start
 MARKER_LIMIT = 64 * 1024 * 1024  # a marker lists the entry's distributions and file digests
 HOLD_GRACE_SECONDS = 3600.0
 OUTCOMES = ("off", "uncacheable", "hit", "built", "rebuilt", "error")
@@ -50,6 +51,7 @@ _PUBLIC_RELEASE = re.compile(
     r"(?:-[0-9]+|[-_.]?(?:post|rev|r)[-_.]?[0-9]*)?",
     re.IGNORECASE,
 )
+_NOT_KEYS = ("holds", "interpreters")
 _ENV_NAME = re.compile(r"env-[0-9a-f]{12}")
 _TRUE = {"1", "true", "yes", "on", "y"}
 
@@ -150,6 +152,13 @@ def _read_regular_file(path: Path, limit: int) -> bytes:
         os.close(fd)
 
 
+def key_folders(root: Path) -> list[Path]:
+    """The key folders under the cache's ``root`` (not ``holds/`` or ``interpreters/``), sorted."""
+    if not root.is_dir():
+        return []
+    return [p for p in sorted(root.iterdir()) if p.is_dir() and p.name not in _NOT_KEYS]
+
+
 def open_lock(path: Path) -> int:
     """Open (creating it) the lock file ``path``; the descriptor is not inherited by children."""
     return os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
@@ -239,6 +248,29 @@ class Cache:
         stat = self.root.stat()
         if stat.st_uid != os.geteuid() or stat.st_mode & 0o022:
             raise OSError(f"{self.root} must belong to this user and not be writable by others")
+
+    def interpreter(self, python: str) -> dict[str, object]:
+        """:func:`interpreter_facts` of ``python``, kept per interpreter file (it costs a process).
+
+        Kept under ``interpreters/`` by the real path and the file's identity, so a replaced or
+        upgraded interpreter is asked again.
+        """
+        real = os.path.realpath(python)
+        info = os.stat(real)
+        identity = f"{real}\0{info.st_dev}\0{info.st_ino}\0{info.st_size}\0{info.st_mtime_ns}"
+        kept = self.root / "interpreters" / hashlib.sha256(identity.encode()).hexdigest()[:24]
+        try:
+            facts = json.loads(_read_regular_file(kept, 64 * 1024))
+            if isinstance(facts, dict) and facts.get("interpreter"):
+                return facts
+        except (OSError, ValueError):
+            pass
+        facts = interpreter_facts(python)
+        kept.parent.mkdir(exist_ok=True)
+        temporary = kept.with_name(f"{kept.name}.tmp-{secrets.token_hex(4)}")
+        temporary.write_text(json.dumps(facts), encoding="utf-8")
+        os.replace(temporary, kept)
+        return facts
 
     def new_hold(self) -> str:
         """A new hold file for this task (the script keeps it open and locked while the task runs)."""

@@ -1,9 +1,12 @@
 """What the files of a cached venv are: a quick digest for every start, deep checks for ``verify``.
 
-- :func:`stat_digest` (every task start, about 0.2 s for 40,000 files): relative path, size and
-  modification time of every file, symbolic link targets and folders. It sees a file added,
-  removed, renamed, resized or rewritten the usual way (which sets the modification time); it
-  cannot see a change that keeps size and time (deliberate, or a damaged disk block).
+- :func:`stat_digest` (every task start, about 0.15 s for the 46,000 files of a real pipeline):
+  relative path, size and modification time of every file, symbolic link targets and folders;
+  for the bytecode in ``__pycache__`` folders the names only (Python checks a ``.pyc`` against its
+  source when it imports it; a third of a compiled venv's files, a fifth of this check's time). It
+  sees a file added, removed, renamed, resized or rewritten the usual way (which sets the
+  modification time); it cannot see a change that keeps size and time (deliberate, or a damaged
+  disk block), nor a ``.pyc`` rewritten under its name.
 - :func:`content_digest` (``verify``; reads every byte): relative path and sha256 of the content
   of every file, link targets and folders, recorded in the marker when the entry is built.
 - :func:`record_mismatches` (``verify``): the files whose content no longer matches the sha256 the
@@ -58,6 +61,8 @@ def stat_digest(root: Path, skip: str) -> tuple[str, int]:
             hasher.update(b"L " + path + b" " + os.readlink(entry.path) + b"\n")
         elif kind == "D":
             hasher.update(b"D " + path + b"\n")
+        elif path.endswith(b".pyc") and b"/__pycache__/" in path:
+            hasher.update(b"C " + path + b"\n")
         else:
             info = entry.stat(follow_symlinks=False)
             hasher.update(b"F %s %d %d\n" % (path, info.st_size, info.st_mtime_ns))

@@ -170,9 +170,7 @@ class _Collector:
         """Remove leftovers; return the published entries with their size and last use."""
         published = []
         held = worker_cache.held_envs(self.root, remove_stale=not self.dry_run)
-        for folder in sorted(
-            path for path in self.root.iterdir() if path.is_dir() and path.name != "holds"
-        ):
+        for folder in worker_cache.key_folders(self.root):
             fd = _try_lock(folder)
             if fd is None:
                 self.report.busy += 1

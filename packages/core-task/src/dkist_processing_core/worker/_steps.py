@@ -37,7 +37,6 @@ from dkist_processing_core.worker._cache import cache_key
 from dkist_processing_core.worker._cache import cacheable
 from dkist_processing_core.worker._install import Installer
 from dkist_processing_core.worker._install import distributions
-from dkist_processing_core.worker._install import interpreter_facts
 from dkist_processing_core.worker._protocol import WorkerError
 from dkist_processing_core.worker._protocol import emit
 from dkist_processing_core.worker._protocol import note
@@ -154,7 +153,7 @@ def _set_up(
     used, listing, venv = installer.name, [], scratch / "venv"
     if cache is not None and hold is not None and outcome == "error":
         try:
-            key = cache_key(requirement, interpreter_facts(python))
+            key = cache_key(requirement, cache.interpreter(python))
             assert key is not None  # cacheable(requirement)
             venv, marker, outcome = cache.acquire(key, requirement, installer, hold)
             recorded = marker.get("distributions")

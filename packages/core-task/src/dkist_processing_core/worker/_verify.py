@@ -19,6 +19,7 @@ from pathlib import Path
 from dkist_processing_core.worker._cache import LAYOUT
 from dkist_processing_core.worker._cache import MARKER
 from dkist_processing_core.worker._cache import held_envs
+from dkist_processing_core.worker._cache import key_folders
 from dkist_processing_core.worker._cache import open_lock
 from dkist_processing_core.worker._cache import read_entry
 from dkist_processing_core.worker._cache import unpublish
@@ -65,8 +66,7 @@ def verify_cache(cache_dir: Path) -> int:
     root = cache_dir / LAYOUT
     started = time.monotonic()
     checked = damaged = 0
-    folders = [path for path in sorted(root.glob("*")) if path.is_dir() and path.name != "holds"]
-    for folder in folders:
+    for folder in key_folders(root):
         fd = open_lock(folder / "lock")
         try:
             fcntl.flock(fd, fcntl.LOCK_SH)
