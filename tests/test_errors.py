@@ -26,6 +26,7 @@ ERRORS = [
     ("dkist_processing_core.build_utils", "WorkflowNotFoundError", LookupError, 2),
     ("dkist_processing_core.build_utils", "WorkflowValidationError", Exception, 1),
     ("dkist_processing_core.runner", "RunError", RuntimeError, 1),
+    ("dkist_processing_core._dagbag_loader", "LoaderError", RuntimeError, 1),
     ("dkist_processing_core._wheelhouse", "WheelhouseError", RuntimeError, 1),
     ("dkist_processing_core.cli", "UsageError", Exception, 2),
 ]

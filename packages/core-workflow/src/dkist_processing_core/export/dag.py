@@ -177,6 +177,8 @@ def _findable(module: str) -> bool:
     ``importlib.util.find_spec("airflow.sdk")`` would import ``airflow`` (about 2 s) to learn where
     its subpackages are; a caller that only wants to know must not pay that.
     """
+    if module in sys.modules:  # imported already, or blocked (None) the way the import system knows
+        return sys.modules[module] is not None
     top, _, rest = module.partition(".")
     try:
         spec = importlib.util.find_spec(top)
