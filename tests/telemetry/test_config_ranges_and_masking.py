@@ -1,5 +1,5 @@
-"""Numbers and secrets of the configuration (issue 14). The ranges are the ones ``dkist_processing_core.isb`` checks for
-the same numbers (``isb.MAX_SECONDS``, ``MAX_BACKOFF``, ``MAX_TRIES``):
+"""Numbers and secrets of the configuration (issue 14). Each range is one field constraint; the
+3600 s bound is one constant (``isb.MAX_SECONDS``) that ``dkist_processing_core.isb`` checks too:
 
 - ``ISB_PUBLISH_TIMEOUT``: finite, > 0 and <= 3600 (``Field(gt=0, le=3600, allow_inf_nan=False)``)
 - ``RETRY_CONFIG``: ``retry_delay``, ``retry_max_delay`` and both ends of ``retry_jitter`` finite,
@@ -9,7 +9,8 @@ the same numbers (``isb.MAX_SECONDS``, ``MAX_BACKOFF``, ``MAX_TRIES``):
 - ``PIP_TIMEOUT`` 1 ... 3600, ``PIP_RETRIES`` 0 ... 100
 
 Masking: besides pass/secret/token, field names containing ``key``, ``credential`` or ``private``,
-and the user-info part of any URL-like value (``scheme://user:password@host``), at any depth.
+and the user-info part of any URL-like value (``scheme://user:password@host``), at any depth;
+keys of plain mappings (a client's ``s3_client_config``) by the same names rule (issue 24).
 """
 
 from __future__ import annotations
@@ -110,3 +111,43 @@ def test_key_credential_private_fields_and_url_user_info_never_show():
     # The rest of a URL stays readable: only the user-info part is masked.
     assert "db.example:5432/recipes" in dumped["database_url"]
     assert "store.example:9000/bucket" in dumped["object_store"]["endpoint_url"]
+
+
+class _PlainDictConfiguration(DKISTProcessingCoreConfiguration):
+    # dkist-processing-common's s3_client_config and friends are plain dicts
+    s3_client_config: dict | None = {
+        "aws_secret_access_key": "DICT-SECRET-VALUE",
+        "region_name": "us-west-2",
+        "retries": [{"session_token": "TOKEN-IN-A-LIST"}],
+    }
+
+
+def test_secret_keys_of_plain_dicts_are_masked_like_fields(core_env):
+    from loguru import logger
+
+    configuration = _PlainDictConfiguration()
+    logged: list[str] = []
+    sink = logger.add(lambda message: logged.append(message.record["message"]), level="INFO")
+    try:
+        configuration.log_configurations(log_parent_configurations=False)
+    finally:
+        logger.remove(sink)
+    shown = [repr(configuration), str(configuration), repr(configuration.masked_dump()), *logged]
+    for secret in ("DICT-SECRET-VALUE", "TOKEN-IN-A-LIST"):
+        assert all(secret not in text for text in shown), secret
+    dumped = configuration.masked_dump()["s3_client_config"]
+    assert dumped["region_name"] == "us-west-2"
+    assert configuration.s3_client_config["aws_secret_access_key"] == "DICT-SECRET-VALUE"
+
+
+def test_json_nesting_is_bounded_by_pydantics_parser(core_env):
+    # pydantic's JSON parser refuses more than 200 levels (json.loads would raise RecursionError
+    # near 1,000); anything below is read, and shown, like any other value.
+    def nested(depth: int) -> str:
+        return '{"a": ' * depth + "1" + "}" * depth
+
+    core_env.setenv("S3_CLIENT_CONFIG", nested(150))
+    assert "'a'" in repr(_PlainDictConfiguration())
+    core_env.setenv("S3_CLIENT_CONFIG", nested(250))
+    with pytest.raises(ConfigurationError, match="environment variable S3_CLIENT_CONFIG"):
+        _PlainDictConfiguration()

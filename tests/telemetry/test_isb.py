@@ -353,11 +353,15 @@ def test_backoff_grows_and_is_capped():
     )
 
 
-def test_isb_time_limit_is_retry_configs():
-    from dkist_processing_core._settings_models import MAX_RETRY_SECONDS
+def test_isb_time_limit_is_retry_configs(tmp_path):
     from dkist_processing_core.isb import MAX_SECONDS
 
-    assert MAX_SECONDS == MAX_RETRY_SECONDS
+    at_the_limit = RetryConfig(retry_delay=MAX_SECONDS, retry_jitter=(0, MAX_SECONDS))
+    IsbTarget(publish_timeout=MAX_SECONDS, retry=at_the_limit, outbox_dir=tmp_path)
+    with pytest.raises(ValueError, match="retry_delay"):
+        RetryConfig(retry_delay=MAX_SECONDS + 1)
+    with pytest.raises(ValueError, match="publish_timeout"):
+        IsbTarget(publish_timeout=MAX_SECONDS + 1, outbox_dir=tmp_path)
 
 
 def test_backoff_survives_a_long_series_of_fast_failures():

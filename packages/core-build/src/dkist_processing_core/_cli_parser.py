@@ -46,8 +46,8 @@ def _positive_int(text: str) -> int:
 
 
 def _flush_timeout(text: str) -> float:
-    """Seconds for ``isb flush --timeout``: > 0 and <= 3600, the range of ISB_PUBLISH_TIMEOUT."""
-    from dkist_processing_core.isb import MAX_SECONDS
+    """Seconds for ``isb flush --timeout``: > 0 and <= ``MAX_SECONDS``, ISB_PUBLISH_TIMEOUT's range."""
+    from dkist_processing_core._text_rules import MAX_SECONDS
 
     try:
         value = float(text)
@@ -82,6 +82,8 @@ def _version_text() -> str:
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``dkist-processing-core`` command."""
+    from dkist_processing_core._text_rules import MAX_SECONDS
+
     common = _Parser(add_help=False)
     common.add_argument(
         "--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks of errors"
@@ -278,7 +280,7 @@ def build_parser() -> argparse.ArgumentParser:
         type=_flush_timeout,
         default=None,
         metavar="SECONDS",
-        help="give up after this long, > 0 and <= 3600 (default: ISB_PUBLISH_TIMEOUT)",
+        help=f"give up after this long, > 0 and <= {MAX_SECONDS} (default: ISB_PUBLISH_TIMEOUT)",
     )
     flush.set_defaults(function="isb_flush")
     isb.set_defaults(function=None, usage_of=isb)

@@ -1,143 +1,147 @@
-"""Checks of the configuration that need more than a field constraint, and its error messages.
+"""The checks of the settings beyond a field constraint, as annotated types, and their messages.
 
 Every check raises ``ValueError`` with a message that never contains the value (pydantic then
-names the variable), so nothing a user mistyped into a variable (a password in the wrong place)
-reaches a log. Reading a variable can fail in ways pydantic does not turn into a validation error
-(``RecursionError`` on deeply nested JSON, ``OSError`` or ``RuntimeError`` on a path the system
-cannot look at): those are caught here and made ``ValueError`` as well, so that every bad
-configuration fails the same way (docs/decisions.md, "Configuration").
+names the variable), so nothing mistyped into a variable (a password in the wrong place) reaches a
+log. Reading a variable can also fail where pydantic does not validate (JSON nested too deeply for
+Python's parser, a path the system will not look at): those become ``ValueError`` as well, so
+every bad configuration fails the same way (docs/decisions.md, "Configuration").
 """
 
 from __future__ import annotations
 
-import json
 import os
 import re
 from collections.abc import Callable
 from pathlib import Path
+from typing import Annotated
 from typing import Any
+from urllib.parse import urlsplit
 
+from dkist_processing_core import _text_rules as rules
 from dkist_processing_core.isb_outbox import default_isb_outbox_dir
+from pydantic import AfterValidator
+from pydantic import BeforeValidator
+from pydantic import Field
+from pydantic import StringConstraints
 from pydantic import ValidationError
+from pydantic_core import PydanticSerializationError
+from pydantic_core import from_json
+from pydantic_core import to_json
 from pydantic_settings import NoDecode
-from pydantic_settings import SettingsError
 
 __all__ = [
-    "MAX_JSON_DEPTH",
-    "bounded_decoder",
-    "check_endpoint",
-    "check_outbox_dir",
-    "check_unicode",
-    "check_url_patterns",
-    "describe_settings_error",
+    "Endpoint",
+    "ExchangeName",
+    "InstrumentationNames",
+    "LogLevel",
+    "OutboxDir",
+    "Password",
+    "QueueType",
+    "ServiceNames",
+    "UrlPatterns",
+    "UserName",
     "describe_validation_error",
-    "instrumentation_names",
     "isb_outbox_dir_from_environment",
-    "json_depth",
+    "json_decoder",
+    "printable",
 ]
 
-#: Deepest nesting of arrays and objects in a JSON variable. The settings need 3 levels; Python's
-#: parser fails with RecursionError near 1,000.
-MAX_JSON_DEPTH = 32
-_JSON_STRING = re.compile(r'"(?:[^"\\]|\\.)*"', re.DOTALL)
-_BRACKETS = re.compile(r"[\[\]{}]")
+_LOG_LEVELS = ("TRACE", "DEBUG", "INFO", "SUCCESS", "WARNING", "ERROR", "CRITICAL")
+_SERVICE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,252}")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
-_ENDPOINT = re.compile(
-    r"(?:https?://)?(?P<host>\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._-]+)(?::(?P<port>[0-9]{1,5}))?/?"
-)
 # A part of an error's location (a field name, a dict key, an index) shown as it is.
 _PLAIN_LOCATION = re.compile(r"[A-Za-z0-9_.\[\]-]{1,64}")
 
 
-_TOO_DEEP = f"JSON nested more than {MAX_JSON_DEPTH} levels deep"
-
-
-def json_depth(text: str) -> int:
-    """Deepest nesting of ``[``/``{`` in ``text`` outside JSON strings (without parsing it)."""
-    depth = deepest = 0
-    for bracket in _BRACKETS.finditer(_JSON_STRING.sub("", text)):
-        if bracket.group() in "[{":
-            depth += 1
-            deepest = max(deepest, depth)
-        else:
-            depth -= 1
-    return deepest
-
-
-def _check_depth(text: str) -> None:
-    if json_depth(text) > MAX_JSON_DEPTH:
-        raise ValueError(_TOO_DEEP)
-
-
-def bounded_decoder(decode: Callable[[str, Any, Any], Any]) -> Callable[[str, Any, Any], Any]:
-    """A settings source's ``decode_complex_value`` that refuses JSON nested too deeply first."""
-
-    def decode_bounded(field_name: str, field: Any, value: Any) -> Any:
-        raw = any(item is NoDecode for item in getattr(field, "metadata", ()))
-        if isinstance(value, str) and not raw:
-            _check_depth(value)
-        return decode(field_name, field, value)
-
-    return decode_bounded
-
-
-def check_unicode(value: object) -> object:
-    """``value`` if every text in it (at any depth, keys too) is valid Unicode, else ValueError.
+def printable(value: object) -> object:
+    """``value`` if all its text, at any depth (keys too), is valid Unicode, else ValueError.
 
     The environment decodes bytes that are not UTF-8 to lone surrogates, which nothing can print
-    or send later (``dkist-processing-core config`` failed on them).
+    or send later; pydantic's JSON serializer refuses them (and values nested too deeply).
     """
-    stack = [value]
-    while stack:
-        item = stack.pop()
-        if isinstance(item, str):
-            try:
-                item.encode("utf-8")
-            except UnicodeEncodeError:
-                raise ValueError("not valid UTF-8 text (undecodable bytes)") from None
-        elif isinstance(item, dict):
-            stack.extend(item.keys())
-            stack.extend(item.values())
-        elif isinstance(item, list | tuple):
-            stack.extend(item)
+    try:
+        to_json(value, fallback=lambda _: None)
+    except PydanticSerializationError:
+        raise ValueError("not valid UTF-8 text (undecodable bytes), or nested too deeply") from None
     return value
 
 
-def instrumentation_names(value: object) -> object:
-    """A JSON list (``["pika", "requests"]``) or OpenTelemetry's comma separated form (``pika,requests``)."""
+def json_decoder(decode: Callable[[str, Any, Any], Any]) -> Callable[[str, Any, Any], Any]:
+    """A settings source's ``decode_complex_value`` with pydantic's JSON parser for ``json.loads``.
+
+    ``json.loads`` fails with ``RecursionError`` (not a bad value) on JSON nested ~1,000 deep;
+    pydantic's parser refuses more than 200 levels with a ``ValueError``, which pydantic-settings
+    reports naming the variable. Fields it does not decode (``NoDecode``) stay as they are.
+    """
+
+    def decode_json(field_name: str, field: Any, value: Any) -> Any:
+        if decode(field_name, field, "null") is not None:  # pydantic-settings leaves it as text
+            return value
+        try:
+            return from_json(value)
+        except (ValueError, TypeError):  # TypeError: text that is not UTF-8
+            raise ValueError(
+                f"environment variable {field_name.upper()}: value is not valid JSON (or is "
+                "nested more than 200 levels deep)"
+            ) from None
+
+    return decode_json
+
+
+def _log_level(value: str) -> str:
+    # loguru reads LOGURU_LEVEL itself when it is imported and knows only these names, as
+    # written: "debug", "10" or " INFO" make `import loguru` fail in every process.
+    if value in _LOG_LEVELS:
+        return value
+    known = value.strip().upper()
+    hint = f" (write {known})" if known in _LOG_LEVELS else ""
+    raise ValueError(
+        f"unknown log level; use one of {', '.join(_LOG_LEVELS)}, in capitals as loguru "
+        f"reads this variable itself{hint}"
+    )
+
+
+def _endpoint(value: str | None) -> str | None:
+    """An OTLP gRPC endpoint ``host:port`` or ``http(s)://host:port``; empty means not configured."""
+    endpoint = (value or "").strip()
+    if not endpoint:
+        return None
+    try:  # urlsplit drops control characters and more: the endpoint must be what it parsed
+        url = urlsplit(endpoint if "://" in endpoint else f"//{endpoint}")
+        rules.check_host(url.hostname, "the host")
+        usable = (
+            url.scheme in ("", "http", "https")
+            and endpoint.removesuffix("/")
+            == (f"{url.scheme}://" if url.scheme else "") + url.netloc
+            and "@" not in url.netloc
+            and not url.netloc.endswith(":")
+            and url.port != 0
+        )
+    except ValueError:  # a port that is not a number in 0..65535, a host that is none
+        usable = False
+    if not usable:
+        hint = "; credentials do not belong in it" if "@" in endpoint else ""
+        raise ValueError(
+            "not an OTLP gRPC endpoint; use host:port or http(s)://host:port with a port in "
+            f"1..65535, e.g. localhost:4317{hint}"
+        )
+    return endpoint
+
+
+def _instrumentation_names(value: object) -> object:
+    """A JSON list (``["pika", "requests"]``) or OpenTelemetry's comma separated form."""
     if not isinstance(value, str):
         return value
     text = value.strip()
     if text.startswith("["):
-        _check_depth(text)
         try:
-            return json.loads(text)
-        except ValueError:
+            return from_json(text)
+        except (ValueError, TypeError):
             raise ValueError("value is not a valid JSON list of names") from None
     return [name.strip() for name in text.split(",") if name.strip()]
 
 
-def check_endpoint(value: object) -> object:
-    """An OTLP gRPC endpoint ``host:port`` or ``http(s)://host:port``; empty means not configured."""
-    if not isinstance(value, str):
-        return value
-    endpoint = value.strip()
-    if not endpoint:
-        return None
-    match = _ENDPOINT.fullmatch(endpoint)
-    if match is None:
-        hint = "; credentials do not belong in it" if "@" in endpoint else ""
-        raise ValueError(
-            "not an OTLP gRPC endpoint; use host:port or http(s)://host:port, e.g. "
-            f"localhost:4317{hint}"
-        )
-    port = match.group("port")
-    if port is not None and not 1 <= int(port) <= 65535:
-        raise ValueError(f"port {port} is not in 1..65535")
-    return endpoint
-
-
-def check_url_patterns(value: str) -> str:
+def _url_patterns(value: str) -> str:
     for pattern in value.split(","):
         try:
             re.compile(pattern.strip())
@@ -146,16 +150,14 @@ def check_url_patterns(value: str) -> str:
     return value
 
 
-def check_outbox_dir(value: object) -> object:
+def _outbox_dir(value: object) -> object:
     """An absolute folder (``~`` expanded) that is not a file; paths the system refuses to look
     at (too long, ``~user`` of no one) are refused here rather than failing later."""
     if not isinstance(value, str | Path):
         return value
     text = str(value)
-    if not text.strip():
-        raise ValueError("the outbox folder must not be empty")
-    if _CONTROL.search(text):
-        raise ValueError("the outbox folder must not hold control characters")
+    if not text.strip() or _CONTROL.search(text):
+        raise ValueError("the outbox folder must be a path without control characters")
     try:
         path = Path(text).expanduser()
     except RuntimeError:  # "~user" of no one, or "~" of a user without a home folder
@@ -172,6 +174,45 @@ def check_outbox_dir(value: object) -> object:
     if not_a_folder:
         raise ValueError("the path exists and is not a folder")
     return path
+
+
+def _service_names(value: dict[str, Any]) -> dict[str, Any]:
+    if not all(_SERVICE_NAME.fullmatch(key) for key in value):
+        raise ValueError(
+            "MESH_CONFIG keys are service names (letters, digits, '.', '_' and '-', such as "
+            "interservice-bus); one is not"
+        )
+    return value
+
+
+def _exchange(value: str) -> str:
+    rules.check_short_string(value, "the exchange name", allow_empty=False)
+    return rules.check_name(value, "the exchange name")
+
+
+LogLevel = Annotated[str, AfterValidator(_log_level)]
+# RabbitMQ's queue types, in any case (stored in lower case).
+QueueType = Annotated[
+    str,
+    StringConstraints(
+        strip_whitespace=True, to_lower=True, pattern=r"(?i)^(classic|quorum|stream)$"
+    ),
+]
+Endpoint = Annotated[str | None, AfterValidator(_endpoint)]
+InstrumentationNames = Annotated[list[str], NoDecode, BeforeValidator(_instrumentation_names)]
+UrlPatterns = Annotated[str, AfterValidator(_url_patterns)]
+OutboxDir = Annotated[Path, BeforeValidator(_outbox_dir)]
+ServiceNames = AfterValidator(_service_names)
+# What goes on the wire to the broker (docs/decisions.md, "Interservice bus").
+ExchangeName = Annotated[str, AfterValidator(_exchange)]
+UserName = Annotated[
+    str, Field(min_length=1), AfterValidator(lambda value: rules.check_name(value, "the user name"))
+]
+Password = Annotated[
+    str,
+    Field(min_length=1),
+    AfterValidator(lambda value: rules.check_credential(value, "the password")),
+]
 
 
 def describe_validation_error(error: ValidationError) -> str:
@@ -193,14 +234,6 @@ def _shown(part: object) -> str:
     return text if isinstance(part, int) or _PLAIN_LOCATION.fullmatch(text) else "(a key)"
 
 
-def describe_settings_error(error: SettingsError) -> str:
-    match = re.search(r'field "([^"]+)"', str(error))
-    variable = match.group(1).upper() if match else "?"
-    cause = error.__cause__
-    problem = _TOO_DEEP if str(cause) == _TOO_DEEP else "value is not valid JSON"
-    return f"invalid configuration: environment variable {variable}: {problem}"
-
-
 def isb_outbox_dir_from_environment() -> Path:
     """``ISB_OUTBOX_DIR`` if that variable alone is usable, else the default folder.
 
@@ -210,9 +243,7 @@ def isb_outbox_dir_from_environment() -> Path:
     value = os.environ.get("ISB_OUTBOX_DIR")
     if value is None:  # pydantic-settings reads the name in any case
         value = next((v for k, v in os.environ.items() if k.upper() == "ISB_OUTBOX_DIR"), None)
-    if value is not None:
-        try:
-            return Path(str(check_outbox_dir(value)))
-        except ValueError:
-            pass
-    return default_isb_outbox_dir()
+    try:
+        return Path(str(_outbox_dir(value))) if value is not None else default_isb_outbox_dir()
+    except ValueError:
+        return default_isb_outbox_dir()

@@ -27,9 +27,8 @@ __all__ = ["FAILURE_QUEUE", "FAILURE_ROUTING_KEY", "MAX_SECONDS", "IsbTarget", "
 
 FAILURE_QUEUE = "recipe.run.failure.q"
 FAILURE_ROUTING_KEY = "recipe.run.failure.m"
-#: Upper bound of every time bound and retry delay, in seconds: ``RETRY_CONFIG``'s
-#: ``MAX_RETRY_SECONDS`` (not imported from there: that would load pydantic with this module).
-MAX_SECONDS = 3600.0
+#: Upper bound of every time bound and retry delay, in seconds (the settings' bound too).
+MAX_SECONDS = rules.MAX_SECONDS
 
 
 def _default_retry() -> RetryConfig:

@@ -12,23 +12,18 @@ no password can ride in it into a log line (docs/decisions.md). Errors never ech
 
 from __future__ import annotations
 
-import math
-from typing import Any
+from typing import Annotated
 
+from dkist_processing_core._text_rules import MAX_SECONDS
 from dkist_processing_core._text_rules import check_host
+from pydantic import AfterValidator
 from pydantic import BaseModel
+from pydantic import BeforeValidator
 from pydantic import ConfigDict
 from pydantic import Field
 from pydantic import field_validator
 
-__all__ = ["DEFAULT_MESH_SERVICE", "MAX_RETRY_SECONDS", "MeshService", "RetryConfig"]
-
-#: Upper bound of every delay in ``RETRY_CONFIG`` (one hour; ``dkist_processing_core.isb`` checks
-#: the same): larger values are a typo, not a policy.
-MAX_RETRY_SECONDS = 3600
-#: Upper bounds of ``retry_tries`` and ``retry_backoff``.
-_MAX_TRIES = 10_000
-_MAX_BACKOFF = 100
+__all__ = ["DEFAULT_MESH_SERVICE", "MeshService", "RetryConfig"]
 
 
 class MeshService(BaseModel):
@@ -36,16 +31,10 @@ class MeshService(BaseModel):
 
     model_config = ConfigDict(hide_input_in_errors=True)
 
-    mesh_address: str = Field(
-        min_length=1,
-        description="Host name or IP address of the service (no user-info, port or path)",
-    )
+    mesh_address: Annotated[
+        str, AfterValidator(lambda value: check_host(value, "mesh_address"))
+    ] = Field(description="Host name or IP address of the service (no user-info, port or path)")
     mesh_port: int = Field(ge=1, le=65535, description="TCP port of the service")
-
-    @field_validator("mesh_address")
-    @classmethod
-    def _host_only(cls, value: str) -> str:
-        return check_host(value, "mesh_address")
 
     @property
     def host(self) -> str:
@@ -60,80 +49,73 @@ class MeshService(BaseModel):
     def __eq__(self, other: object) -> bool:
         # Equal to any mesh service with the same host and port, including the previous product's
         # (dkist_service_configuration.settings.MeshService), which clients compare against.
-        if isinstance(other, MeshService):
-            return (self.mesh_address, self.mesh_port) == (other.mesh_address, other.mesh_port)
         host, port = getattr(other, "host", None), getattr(other, "port", None)
         if isinstance(host, str) and isinstance(port, int):
-            return (self.mesh_address, self.mesh_port) == (host, port)
+            return (self.host, self.port) == (host, port)
         return NotImplemented
 
     def __hash__(self) -> int:
         return hash((self.mesh_address, self.mesh_port))
 
 
-#: What :meth:`service_mesh_detail` returns for a service that is not configured and has no default
+#: What ``service_mesh_detail`` returns for a service that is not configured and has no default
 #: of its own; port 0 marks "not configured", as in the previous product.
 DEFAULT_MESH_SERVICE = MeshService.model_construct(mesh_address="127.0.0.1", mesh_port=0)
 
 
-def _whole_as_int(value: float) -> float:
+def _not_a_bool(value: object) -> object:
+    if isinstance(value, bool):  # pydantic would read True as 1
+        raise ValueError("must be a number, not a bool")
+    return value
+
+
+def _int_when_whole(value: float) -> float:
     return int(value) if float(value).is_integer() else value
+
+
+def _number(low: float, high: float) -> tuple[object, ...]:
+    """A finite number from ``low`` to ``high`` (not a bool), ``int`` when it is whole."""
+    return (
+        BeforeValidator(_not_a_bool),
+        Field(ge=low, le=high, allow_inf_nan=False),
+        AfterValidator(_int_when_whole),
+    )
+
+
+_Seconds = Annotated[float, *_number(0, MAX_SECONDS)]
 
 
 class RetryConfig(BaseModel):
     """Retry policy (``RETRY_CONFIG``): delay, exponential backoff, jitter and limits, in seconds.
 
-    Defaults and names are the seed's. Every number must be finite; delays are at most one hour.
+    Defaults and names are the seed's. Every number is finite; delays are at most one hour.
     """
 
     model_config = ConfigDict(hide_input_in_errors=True)
 
-    retry_delay: float = Field(
-        default=1, ge=0, le=MAX_RETRY_SECONDS, description="Seconds before the first retry"
-    )
-    retry_backoff: float = Field(
-        default=2, ge=1, le=_MAX_BACKOFF, description="Multiplier of the delay after each retry"
+    retry_delay: _Seconds = Field(default=1, description="Seconds before the first retry")
+    retry_backoff: Annotated[float, *_number(1, 100)] = Field(
+        default=2, description="Multiplier of the delay after each retry"
     )
     retry_jitter: tuple[float, float] = Field(
         default=(1, 10), description="Range of random seconds added to each delay, [low, high]"
     )
-    retry_max_delay: float = Field(
-        default=300, ge=0, le=MAX_RETRY_SECONDS, description="Upper bound of one delay in seconds"
+    retry_max_delay: _Seconds = Field(
+        default=300, description="Upper bound of one delay in seconds"
     )
-    retry_tries: int = Field(
-        default=-1,
-        ge=-1,
-        le=_MAX_TRIES,
-        description="Attempts in all; -1 means until the time bound",
+    retry_tries: Annotated[int, BeforeValidator(_not_a_bool)] = Field(
+        default=-1, ge=-1, le=10_000, description="Attempts in all; -1 means until the time bound"
     )
-
-    @field_validator(
-        "retry_delay", "retry_backoff", "retry_max_delay", "retry_tries", mode="before"
-    )
-    @classmethod
-    def _finite_number(cls, value: Any) -> Any:
-        if isinstance(value, bool):
-            raise ValueError("must be a number, not a bool")
-        if isinstance(value, float) and not math.isfinite(value):
-            raise ValueError("must be a finite number")
-        return value
-
-    @field_validator("retry_delay", "retry_backoff", "retry_max_delay")
-    @classmethod
-    def _int_when_whole(cls, value: float) -> float:
-        return _whole_as_int(value)
 
     @field_validator("retry_jitter")
     @classmethod
     def _jitter_is_a_range(cls, value: tuple[float, float]) -> tuple[float, float]:
         low, high = value
-        if not (math.isfinite(low) and math.isfinite(high)):
-            raise ValueError("retry_jitter must hold finite numbers")
-        if low < 0 or high < low or high > MAX_RETRY_SECONDS:
+        if not 0 <= low <= high <= MAX_SECONDS:  # NaN fails every comparison
             raise ValueError(
-                f"retry_jitter must be [low, high] with 0 <= low <= high <= {MAX_RETRY_SECONDS}"
+                f"retry_jitter must be [low, high] with 0 <= low <= high <= {MAX_SECONDS}"
             )
-        return _whole_as_int(low), _whole_as_int(high)
+        return _int_when_whole(low), _int_when_whole(high)
 
     @field_validator("retry_tries")
     @classmethod

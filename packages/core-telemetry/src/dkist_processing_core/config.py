@@ -6,9 +6,9 @@ environment variables of the same name, case-insensitively. Clients subclass
 
 Every value that cannot be used raises :class:`ConfigurationError` naming the variable, whatever
 went wrong (a bad value, JSON nested too deeply, a path the system will not look at), and no
-error message repeats a value. Secrets (any field whose name contains ``pass``, ``secret``,
+error message repeats a value. Secrets (``_masking``'s rule: names with ``pass``, ``secret``,
 ``token``, ``key``, ``credential`` or ``private``, and the user-info of URLs) never appear in
-reprs, errors or :meth:`DKISTProcessingCoreConfiguration.masked_dump`; addresses
+reprs, logs or :meth:`DKISTProcessingCoreConfiguration.masked_dump`; addresses
 (``MESH_CONFIG``'s ``mesh_address``) are host names or IP addresses only, so none can carry a
 password (docs/decisions.md, "Configuration").
 """
@@ -16,28 +16,28 @@ password (docs/decisions.md, "Configuration").
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable
+from importlib import import_module
 from pathlib import Path
 from typing import Annotated
 from typing import Any
 
 from dkist_processing_core import _config_checks as checks
-from dkist_processing_core import _text_rules as rules
 from dkist_processing_core._config_checks import isb_outbox_dir_from_environment
-from dkist_processing_core._config_compat import PreviousProductSurface
 from dkist_processing_core._masking import SECRET_MASK
-from dkist_processing_core._masking import MaskedRepr
 from dkist_processing_core._masking import is_secret_field
 from dkist_processing_core._masking import masked
 from dkist_processing_core._settings_models import DEFAULT_MESH_SERVICE
 from dkist_processing_core._settings_models import MeshService
 from dkist_processing_core._settings_models import RetryConfig
+from dkist_processing_core._text_rules import MAX_SECONDS
+from dkist_processing_core._text_rules import host_in_url
 from dkist_processing_core.errors import DKISTProcessingCoreError
 from dkist_processing_core.isb_outbox import default_isb_outbox_dir
 from pydantic import Field
 from pydantic import ValidationError
 from pydantic import field_validator
 from pydantic_settings import BaseSettings
-from pydantic_settings import NoDecode
 from pydantic_settings import PydanticBaseSettingsSource
 from pydantic_settings import SettingsConfigDict
 from pydantic_settings import SettingsError
@@ -47,9 +47,6 @@ __all__ = [
     "ConfigurationError",
     "DKISTProcessingCoreConfiguration",
     "MeshService",
-    "MAX_FILE_DESCRIPTORS_LIMIT",
-    "MIN_FILE_DESCRIPTORS",
-    "MAX_ISB_PUBLISH_TIMEOUT",
     "RetryConfig",
     "SECRET_MASK",
     "core_configuration",
@@ -59,16 +56,8 @@ __all__ = [
     "isb_outbox_dir_from_environment",
 ]
 
-_LOG_LEVELS = ("TRACE", "DEBUG", "INFO", "SUCCESS", "WARNING", "ERROR", "CRITICAL")
-_QUEUE_TYPES = ("classic", "quorum", "stream")
 
-
-#: Range of ``MAX_FILE_DESCRIPTORS``: below 64 a Python process cannot do much; above 2**31 - 1
-#: ``setrlimit`` overflows.
-MIN_FILE_DESCRIPTORS = 64
-MAX_FILE_DESCRIPTORS_LIMIT = 2**31 - 1
-#: Upper bound of ``ISB_PUBLISH_TIMEOUT``: a failure callback must not hold an Airflow worker longer.
-MAX_ISB_PUBLISH_TIMEOUT = 3600.0
+NonEmpty = Annotated[str, Field(min_length=1)]
 
 
 class ConfigurationError(DKISTProcessingCoreError, ValueError):
@@ -85,7 +74,18 @@ def _default_outbox_dir() -> Path:
         ) from None
 
 
-class DKISTProcessingCoreConfiguration(PreviousProductSurface, BaseSettings):
+def _talus(name: str, module: str = "talus") -> Any:
+    try:
+        return getattr(import_module(module), name)
+    except ImportError:
+        raise ImportError(
+            f"this property returns a talus {name}, and talus is not installed; "
+            "install it with: pip install talus (dkist-processing-common depends on it)",
+            name="talus",
+        ) from None
+
+
+class DKISTProcessingCoreConfiguration(BaseSettings):
     """Settings of the processing core; every field is read from its upper-case environment variable."""
 
     model_config = SettingsConfigDict(
@@ -96,8 +96,8 @@ class DKISTProcessingCoreConfiguration(PreviousProductSurface, BaseSettings):
         hide_input_in_errors=True,
     )
 
-    loguru_level: str = Field(default="INFO", description="Log level for the application")
-    mesh_config: dict[str, MeshService] = Field(
+    loguru_level: checks.LogLevel = Field("INFO", description="Log level for the application")
+    mesh_config: Annotated[dict[str, MeshService], checks.ServiceNames] = Field(
         default_factory=dict,
         description="Service mesh configuration",
         examples=[{"upstream_service_name": {"mesh_address": "localhost", "mesh_port": 6742}}],
@@ -105,59 +105,53 @@ class DKISTProcessingCoreConfiguration(PreviousProductSurface, BaseSettings):
     retry_config: RetryConfig = Field(
         default_factory=RetryConfig, description="Retry configuration for the service"
     )
-    otel_service_name: str = Field(
-        default="unknown-service-name", min_length=1, description="Service name for OpenTelemetry"
+    otel_service_name: NonEmpty = Field(
+        "unknown-service-name", description="Service name for OpenTelemetry"
     )
-    dkist_service_version: str = Field(
-        default="unknown-service-version",
-        min_length=1,
-        description="Service version for OpenTelemetry",
+    dkist_service_version: NonEmpty = Field(
+        "unknown-service-version", description="Service version for OpenTelemetry"
     )
-    nomad_alloc_id: str = Field(
-        default="unknown-allocation-id",
-        min_length=1,
-        description="Nomad allocation ID for OpenTelemetry",
+    nomad_alloc_id: NonEmpty = Field(
+        "unknown-allocation-id", description="Nomad allocation ID for OpenTelemetry"
     )
-    nomad_alloc_name: str = Field(
-        default="unknown-allocation-name",
-        min_length=1,
+    nomad_alloc_name: NonEmpty = Field(
+        "unknown-allocation-name",
         description="Allocation name for the deployed container the task is running on.",
     )
-    nomad_group_name: str = Field(
-        default="unknown-allocation-group",
-        min_length=1,
+    nomad_group_name: NonEmpty = Field(
+        "unknown-allocation-group",
         description="Allocation group for the deployed container the task is running on",
     )
     otel_exporter_otlp_traces_insecure: bool = Field(
-        default=True, description="Use insecure connection for OTLP traces"
+        True, description="Use insecure connection for OTLP traces"
     )
     otel_exporter_otlp_metrics_insecure: bool = Field(
-        default=True, description="Use insecure connection for OTLP metrics"
+        True, description="Use insecure connection for OTLP metrics"
     )
-    otel_exporter_otlp_traces_endpoint: str | None = Field(
-        default=None,
+    otel_exporter_otlp_traces_endpoint: checks.Endpoint = Field(
+        None,
         description="OTLP traces endpoint. Overrides mesh configuration",
         examples=["localhost:4317"],
     )
-    otel_exporter_otlp_metrics_endpoint: str | None = Field(
-        default=None,
+    otel_exporter_otlp_metrics_endpoint: checks.Endpoint = Field(
+        None,
         description="OTLP metrics endpoint. Overrides mesh configuration",
         examples=["localhost:4317"],
     )
-    otel_python_disabled_instrumentations: Annotated[list[str], NoDecode] = Field(
+    otel_python_disabled_instrumentations: checks.InstrumentationNames = Field(
         default_factory=list,
         description="List of instrumentations to disable. https://opentelemetry.io/docs/zero-code/python/configuration/",
         examples=[["pika", "requests"]],
     )
-    otel_python_fastapi_excluded_urls: str = Field(
-        default="health",
+    otel_python_fastapi_excluded_urls: checks.UrlPatterns = Field(
+        "health",
         description="Comma separated list of URLs to exclude from OpenTelemetry instrumentation in FastAPI.",
         examples=["client/.*/info,healthcheck"],
     )
     # The seed declares dict[str, bool] but its own example maps metric names to lists of labels,
     # which is what OpenTelemetry's SystemMetricsInstrumentor takes: both are accepted.
     system_metric_instrumentation_config: dict[str, bool | list[str]] | None = Field(
-        default=None,
+        None,
         description="Configuration for system metric instrumentation. https://opentelemetry-python-contrib.readthedocs.io/en/latest/instrumentation/system_metrics/system_metrics.html",
         examples=[
             {
@@ -170,135 +164,58 @@ class DKISTProcessingCoreConfiguration(PreviousProductSurface, BaseSettings):
             }
         ],
     )
-    isb_username: str = Field(
-        default="guest", min_length=1, description="Username for the interservice-bus."
+    isb_username: checks.UserName = Field("guest", description="Username for the interservice-bus.")
+    # A plain str, not SecretStr: clients hand it to talus/pika, which need the text; the
+    # masking rule keeps it out of every output (docs/decisions.md).
+    isb_password: checks.Password = Field("guest", description="Password for the interservice-bus.")
+    isb_exchange: checks.ExchangeName = Field(
+        "master.direct.x", description="Exchange for the interservice-bus."
     )
-    isb_password: str = Field(
-        default="guest", min_length=1, description="Password for the interservice-bus."
-    )
-    isb_exchange: str = Field(
-        default="master.direct.x", min_length=1, description="Exchange for the interservice-bus."
-    )
-    isb_queue_type: str = Field(
-        default="classic",
+    isb_queue_type: checks.QueueType = Field(
+        "classic",
         description="Queue type for the interservice-bus.",
         examples=["quorum", "classic"],
     )
     build_version: str = Field(
-        default="dev",
+        "dev",
         pattern=r"^[A-Za-z0-9._-]+$",
         description="Fallback build version for workflow tasks.",
     )
+    # Below 64 a Python process cannot do much; above 2**31 - 1 setrlimit overflows.
     max_file_descriptors: int = Field(
-        default=1024,
-        ge=MIN_FILE_DESCRIPTORS,
-        le=MAX_FILE_DESCRIPTORS_LIMIT,
+        1024,
+        ge=64,
+        le=2**31 - 1,
         description="Maximum number of file descriptors to allow the process.",
     )
     # Fields beyond the seed's table (documented in docs/decisions.md).
     pip_timeout: int = Field(
-        default=15,
+        15,
         ge=1,
-        le=3600,
+        le=MAX_SECONDS,
         description="Seconds pip waits on the index per request when a node installs its pipeline.",
     )
     pip_retries: int = Field(
-        default=5, ge=0, le=100, description="Retries of pip when a node installs its pipeline."
+        5, ge=0, le=100, description="Retries of pip when a node installs its pipeline."
     )
     is_notebook_execution_environment: bool = Field(
-        default=False,
-        description="True inside the Jupyter environment that runs exported notebooks.",
+        False, description="True inside the Jupyter environment that runs exported notebooks."
     )
     isb_publish_timeout: float = Field(
-        default=30.0,
+        30.0,
         gt=0,
-        le=MAX_ISB_PUBLISH_TIMEOUT,
+        le=MAX_SECONDS,
         allow_inf_nan=False,
         description="Upper bound in seconds for one failure report to reach the interservice-bus before it is kept in the outbox.",
     )
-    isb_outbox_dir: Path = Field(
+    isb_outbox_dir: checks.OutboxDir = Field(
         default_factory=_default_outbox_dir,
         description="Folder of the durable outbox that keeps failure reports the interservice-bus did not confirm.",
     )
 
-    # Checks beyond the types, so that a bad value fails when the settings are read, naming the
-    # variable, instead of deep inside a task (see docs/decisions.md).
-
-    @field_validator("*", mode="before")
-    @classmethod
-    def _valid_text(cls, value: object) -> object:
-        return checks.check_unicode(value)
-
-    @field_validator("loguru_level", mode="before")
-    @classmethod
-    def _known_log_level(cls, value: object) -> object:
-        # loguru reads LOGURU_LEVEL itself when it is imported and knows only these names, as
-        # written: "debug", "10" or " INFO" make `import loguru` fail in every process.
-        if not isinstance(value, str) or value in _LOG_LEVELS:
-            return value
-        known = value.strip().upper()
-        hint = f" (write {known})" if known in _LOG_LEVELS else ""
-        raise ValueError(
-            f"unknown log level; use one of {', '.join(_LOG_LEVELS)}, in capitals as loguru "
-            f"reads this variable itself{hint}"
-        )
-
-    @field_validator("isb_queue_type", mode="before")
-    @classmethod
-    def _known_queue_type(cls, value: object) -> object:
-        if not isinstance(value, str):
-            return value
-        queue_type = value.strip().lower()
-        if queue_type not in _QUEUE_TYPES:
-            raise ValueError(f"unknown queue type; RabbitMQ knows {', '.join(_QUEUE_TYPES)}")
-        return queue_type
-
-    @field_validator(
-        "otel_exporter_otlp_traces_endpoint", "otel_exporter_otlp_metrics_endpoint", mode="before"
-    )
-    @classmethod
-    def _endpoint(cls, value: object) -> object:
-        return checks.check_endpoint(value)
-
-    @field_validator("otel_python_disabled_instrumentations", mode="before")
-    @classmethod
-    def _instrumentation_names(cls, value: object) -> object:
-        return checks.instrumentation_names(value)
-
-    @field_validator("otel_python_fastapi_excluded_urls")
-    @classmethod
-    def _url_patterns(cls, value: str) -> str:
-        return checks.check_url_patterns(value)
-
-    @field_validator("isb_outbox_dir", mode="before")
-    @classmethod
-    def _outbox_dir(cls, value: object) -> object:
-        return checks.check_outbox_dir(value)
-
-    @field_validator("mesh_config", mode="before")
-    @classmethod
-    def _service_names(cls, value: object) -> object:
-        if isinstance(value, dict):
-            for key in value:
-                rules.check_service_name(key, "MESH_CONFIG")
-        return value
-
-    # What goes on the wire to the broker (docs/decisions.md, "Interservice bus").
-    @field_validator("isb_exchange")
-    @classmethod
-    def _exchange(cls, value: str) -> str:
-        rules.check_short_string(value, "the exchange name", allow_empty=False)
-        return rules.check_name(value, "the exchange name")
-
-    @field_validator("isb_username")
-    @classmethod
-    def _username(cls, value: str) -> str:
-        return rules.check_name(value, "the user name")
-
-    @field_validator("isb_password")
-    @classmethod
-    def _password(cls, value: str) -> str:
-        return rules.check_credential(value, "the password")
+    # Text that is not valid UTF-8 (undecodable bytes in the environment) is refused in every
+    # field, client fields included: nothing could print or send it later.
+    _printable = field_validator("*", mode="before")(checks.printable)
 
     @classmethod
     def settings_customise_sources(
@@ -309,11 +226,10 @@ class DKISTProcessingCoreConfiguration(PreviousProductSurface, BaseSettings):
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
-        """pydantic-settings' sources, with JSON nested deeper than any setting needs refused
-        before it is parsed (the parser would fail with RecursionError, not a bad value)."""
+        """pydantic-settings' sources, parsing JSON variables with pydantic's bounded parser."""
         for source in (env_settings, dotenv_settings):
-            bounded = checks.bounded_decoder(source.decode_complex_value)
-            source.decode_complex_value = bounded  # type: ignore[method-assign,assignment]
+            decoder = checks.json_decoder(source.decode_complex_value)
+            source.decode_complex_value = decoder  # type: ignore[method-assign,assignment]
         return init_settings, env_settings, dotenv_settings, file_secret_settings
 
     def __init__(self, **values: Any) -> None:
@@ -321,12 +237,8 @@ class DKISTProcessingCoreConfiguration(PreviousProductSurface, BaseSettings):
             super().__init__(**values)
         except ValidationError as error:
             raise ConfigurationError(checks.describe_validation_error(error)) from None
-        except SettingsError as error:  # a complex variable (JSON) that does not parse
-            raise ConfigurationError(checks.describe_settings_error(error)) from None
-        except RecursionError:  # values given by code, nested deeper than Python follows
-            raise ConfigurationError(
-                "invalid configuration: a value is nested too deeply to be read"
-            ) from None
+        except SettingsError as error:  # a JSON variable that does not parse
+            raise ConfigurationError(f"invalid configuration: {error.__cause__ or error}") from None
 
     @property
     def cpu_count(self) -> int:
@@ -352,18 +264,85 @@ class DKISTProcessingCoreConfiguration(PreviousProductSurface, BaseSettings):
 
     def _mesh_endpoint(self, key: str) -> str | None:
         service = self.mesh_config.get(key)
-        if service is None:
-            return None
-        return f"{rules.host_in_url(service.mesh_address)}:{service.mesh_port}"
+        return None if service is None else f"{host_in_url(service.host)}:{service.port}"
 
     def masked_dump(self) -> dict[str, Any]:
-        """All settings as JSON-ready values, with secrets (at any depth) replaced by a mask."""
-        dumped: dict[str, Any] = masked(self, self.model_dump(mode="json"))
+        """All settings as JSON-ready values, with secrets (at any depth) masked."""
+        dumped: dict[str, Any] = masked(self.model_dump(mode="json"))
         return dumped
 
-    def __repr_args__(self):  # type: ignore[no-untyped-def]
-        for name, value in super().__repr_args__():
-            yield name, SECRET_MASK if name and is_secret_field(name) else MaskedRepr.wrap(value)
+    def __repr_args__(self) -> Iterable[tuple[str | None, Any]]:
+        yield from masked(dict(super().__repr_args__())).items()
+
+    # -- The previous product's surface (dkist-processing-core 7.5.0 on dkist-service-configuration
+    # and talus), kept because client pipelines call it; docs/migration.md lists it. -------------
+
+    def service_mesh_detail(
+        self, service_name: str, default_mesh_service: MeshService = DEFAULT_MESH_SERVICE
+    ) -> MeshService:
+        """The ``MESH_CONFIG`` entry ``service_name``, else ``default_mesh_service`` (127.0.0.1:0)."""
+        return self.mesh_config.get(service_name) or default_mesh_service
+
+    @property
+    def isb_mesh_service(self) -> MeshService:
+        """The interservice bus: ``MESH_CONFIG['interservice-bus']``, default localhost:5672."""
+        return self.service_mesh_detail(
+            "interservice-bus", MeshService(mesh_address="localhost", mesh_port=5672)
+        )
+
+    @property
+    def isb_queue_arguments(self) -> dict[str, str]:
+        """Arguments of every queue declared on the interservice bus."""
+        return {"x-queue-type": self.isb_queue_type}
+
+    @property
+    def isb_publish_exchange(self) -> Any:
+        """``talus.Exchange`` named ``ISB_EXCHANGE`` (direct, durable); needs talus."""
+        return _talus("Exchange")(name=self.isb_exchange)
+
+    @property
+    def isb_producer_connection_parameters(self) -> Any:
+        """``talus.ConnectionParameterFactory`` for the interservice bus; needs talus."""
+        return _talus("ConnectionParameterFactory", "talus.models.connection_parameters")(
+            rabbitmq_host=self.isb_mesh_service.host,
+            rabbitmq_port=self.isb_mesh_service.port,
+            rabbitmq_user=self.isb_username,
+            rabbitmq_pass=self.isb_password,
+            connection_name=f"{self.otel_service_name}-producer",
+        )
+
+    @property
+    def isb_connection_retryer(self) -> Any:
+        """``talus.ConnectionRetryerFactory`` with the previous product's fixed values."""
+        return _talus("ConnectionRetryerFactory")(
+            delay_min=1, delay_max=5, backoff=1, jitter_min=1, jitter_max=3, attempts=3
+        )
+
+    def log_configurations(self, log_parent_configurations: bool = True) -> None:
+        """Log every setting as ``name: value`` at INFO, secrets masked.
+
+        With ``log_parent_configurations=False`` only the fields the subclass itself declares are
+        logged (what ``dkist-processing-common`` does, so the core's settings are not logged twice).
+        """
+        from inspect import get_annotations
+
+        from loguru import logger
+
+        own = get_annotations(type(self))
+        names = [n for n in type(self).model_fields if log_parent_configurations or n in own]
+        for name, value in masked({name: getattr(self, name) for name in names}).items():
+            logger.info("{}: {}", name, value)
+
+    # The previous product's field names, read-only.
+    service_mesh = property(lambda self: self.mesh_config, doc="``mesh_config``")
+    service_name = property(lambda self: self.otel_service_name, doc="``otel_service_name``")
+    service_version = property(
+        lambda self: self.dkist_service_version, doc="``dkist_service_version``"
+    )
+    allocation_id = property(lambda self: self.nomad_alloc_id, doc="``nomad_alloc_id``")
+    allocation_name = property(lambda self: self.nomad_alloc_name, doc="``nomad_alloc_name``")
+    allocation_group = property(lambda self: self.nomad_group_name, doc="``nomad_group_name``")
+    log_level = property(lambda self: self.loguru_level, doc="``loguru_level``")
 
 
 _core_configuration: DKISTProcessingCoreConfiguration | None = None

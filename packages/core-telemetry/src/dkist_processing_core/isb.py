@@ -231,9 +231,10 @@ def _envelope(
 def flush_outbox(target: IsbTarget | None = None, *, timeout: float | None = None) -> FlushResult:
     """Send every message of the outbox, oldest first; returns within ``timeout`` seconds.
 
-    ``timeout`` defaults to the target's ``publish_timeout``; like it, a number of seconds > 0 and
-    <= 3600 (else ValueError). Messages another drainer holds are waited for (until ``timeout``),
-    since a drainer that fails releases them undelivered. Never raises for broker problems.
+    ``timeout`` defaults to the target's ``publish_timeout``; like it, seconds > 0 and <=
+    ``MAX_SECONDS`` (else ValueError). Messages another drainer holds are waited for (until
+    ``timeout``), since a drainer that fails releases them undelivered. Never raises for broker
+    problems.
     """
     started = time.monotonic()
     if timeout is not None:
