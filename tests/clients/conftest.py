@@ -17,7 +17,6 @@ import pytest
 from clients.support import Client
 from clients.support import run_client_suite
 from clients.support import run_probe
-from helpers.client_venvs import OLD_CORE
 from helpers.client_venvs import PINS
 from helpers.client_venvs import pinned_venv
 from helpers.client_venvs import pip_download
@@ -26,7 +25,6 @@ from helpers.release import build_core_wheels
 from helpers.release import build_once
 from helpers.release import wheel_metadata
 
-CLIENT_REQUIREMENTS = ["dkist-processing-test==1.46.0", "dkist-processing-ops==1.11.8"]
 # What a dkist-processing-common release migrated to the new core would declare.
 MIGRATED_CORE_PIN = "dkist-processing-core>=8"
 
@@ -40,9 +38,17 @@ def core_wheels(shared_tmp: Path) -> list[Path]:
 
 
 @pytest.fixture(scope="session")
-def venvs(core_wheels: list[Path]) -> dict[str, Path]:
-    """Interpreters of the client venvs: "old" with 7.5.0, "new" with our wheels (see helper)."""
-    return {"old": pinned_venv("old", [OLD_CORE]), "new": pinned_venv("new", core_wheels)}
+def venvs(core_wheels: list[Path]) -> Callable[[Client], dict[str, Path]]:
+    """``venvs(client)``: interpreters of the client's venvs, "old" with its 7.5.0, "new" with
+    our wheels (see helper); the pinned clients share theirs."""
+
+    def get(client: Client) -> dict[str, Path]:
+        return {
+            "old": pinned_venv("old", [client.old_core], pins=client.pins),
+            "new": pinned_venv("new", core_wheels, pins=client.pins),
+        }
+
+    return get
 
 
 def _cached_json(shared_tmp: Path, name: str, file: str, produce: Callable[[Path], None]) -> Any:
@@ -50,7 +56,9 @@ def _cached_json(shared_tmp: Path, name: str, file: str, produce: Callable[[Path
 
 
 @pytest.fixture(scope="session")
-def probe(shared_tmp: Path, venvs: dict[str, Path]) -> Callable[[str, Client], dict[str, Any]]:
+def probe(
+    shared_tmp: Path, venvs: Callable[[Client], dict[str, Path]]
+) -> Callable[[str, Client], dict[str, Any]]:
     """``probe(core, client)``: the client_probe.py report of ``client`` on core "old"/"new"."""
 
     def get(core: str, client: Client) -> dict[str, Any]:
@@ -58,7 +66,7 @@ def probe(shared_tmp: Path, venvs: dict[str, Path]) -> Callable[[str, Client], d
             shared_tmp,
             f"client-probe-{core}-{client.package}",
             "report.json",
-            lambda folder: run_probe(venvs[core], client, folder),
+            lambda folder: run_probe(venvs(client)[core], client, folder),
         )
 
     return get
@@ -66,7 +74,7 @@ def probe(shared_tmp: Path, venvs: dict[str, Path]) -> Callable[[str, Client], d
 
 @pytest.fixture(scope="session")
 def client_suite(
-    shared_tmp: Path, venvs: dict[str, Path]
+    shared_tmp: Path, venvs: Callable[[Client], dict[str, Path]]
 ) -> Callable[[str, Client], dict[str, Any]]:
     """``client_suite(core, client)``: outcomes of the client's own tests on core "old"/"new"."""
 
@@ -75,48 +83,56 @@ def client_suite(
             shared_tmp,
             f"client-suite-{core}-{client.package}",
             "outcome.json",
-            lambda folder: run_client_suite(venvs[core], client, folder),
+            lambda folder: run_client_suite(
+                venvs(client)[core], client, folder, timeout=client.suite_timeout
+            ),
         )
 
     return get
 
 
 @pytest.fixture(scope="session")
-def task_wheelhouses(shared_tmp: Path, core_wheels: list[Path]) -> dict[str, Path]:
-    """Offline wheelhouses for the worker's pip: "old" resolves the clients with core 7.5.0 (as
-    every pipeline does today, common pins it); "new" has common 14.8.0 rewritten to require
-    ``dkist-processing-core>=8`` and our wheels instead of 7.5.0.
+def task_wheelhouses(
+    shared_tmp: Path, core_wheels: list[Path]
+) -> Callable[[Client], dict[str, Path]]:
+    """``task_wheelhouses(client)``: offline wheelhouses for the worker's pip. "old" resolves the
+    client with its core 7.5.0 (as every pipeline does today, common pins it); "new" has common
+    rewritten to require ``dkist-processing-core>=8`` and our wheels instead of 7.5.0.
 
     Downloads are cached across runs (constrained by the pins, so they match the venvs); the
-    "new" folder is assembled from links for this session.
+    "new" folder is assembled from links for this session. The pinned clients share theirs.
     """
-    old = pip_download(
-        "clients", ["-c", str(PINS), *CLIENT_REQUIREMENTS], [PINS, *CLIENT_REQUIREMENTS]
-    )
-    requires = sorted(
-        line
-        for wheel in core_wheels
-        for line in wheel_metadata(wheel).get_all("Requires-Dist") or []
-    )
-    core_deps = pip_download(
-        "core-deps",
-        ["--find-links", str(core_wheels[0].parent), "-c", str(PINS), *map(str, core_wheels)],
-        [PINS, *requires],
-    )
 
-    def assemble(folder: Path) -> None:
-        ours = "dkist_processing_core"  # our five wheels and the old core all start with it
-        for source in [*old.iterdir(), *core_deps.iterdir()]:
-            replaced = source.name.startswith((ours, "dkist_processing_common-"))
-            if source.suffix == ".whl" and not replaced and not (folder / source.name).exists():
-                (folder / source.name).symlink_to(source)
-        for wheel in core_wheels:
-            shutil.copy2(wheel, folder)
-        (common,) = old.glob("dkist_processing_common-14.8.0-*.whl")
-        rewrite_requirement(common, folder, OLD_CORE, MIGRATED_CORE_PIN)
+    def get(client: Client) -> dict[str, Path]:
+        pins, wanted = client.pins, list(client.requirements)
+        name = "clients" if pins == PINS else f"client-{client.dist}-{client.version}"
+        old = pip_download(name, ["-c", str(pins), *wanted], [pins, *wanted])
+        requires = sorted(
+            line
+            for wheel in core_wheels
+            for line in wheel_metadata(wheel).get_all("Requires-Dist") or []
+        )
+        core_deps = pip_download(
+            "core-deps",
+            ["--find-links", str(core_wheels[0].parent), "-c", str(pins), *map(str, core_wheels)],
+            [pins, *requires],
+        )
 
-    new = build_once(shared_tmp, "client-task-wheelhouse-new", assemble)
-    return {"old": old, "new": new}
+        def assemble(folder: Path) -> None:
+            ours = "dkist_processing_core"  # our five wheels and the old core all start with it
+            for source in [*old.iterdir(), *core_deps.iterdir()]:
+                replaced = source.name.startswith((ours, "dkist_processing_common-"))
+                if source.suffix == ".whl" and not replaced and not (folder / source.name).exists():
+                    (folder / source.name).symlink_to(source)
+            for wheel in core_wheels:
+                shutil.copy2(wheel, folder)
+            (common,) = old.glob("dkist_processing_common-*.whl")
+            rewrite_requirement(common, folder, client.old_core, MIGRATED_CORE_PIN)
+
+        new = build_once(shared_tmp, f"{name}-task-wheelhouse-new", assemble)
+        return {"old": old, "new": new}
+
+    return get
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:

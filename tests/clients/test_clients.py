@@ -6,23 +6,25 @@ dkist-processing-common 14.8.0), in Python 3.13 venvs built from tests/clients/p
 ``dkist-processing-core==7.5.0`` pin of dkist-processing-common is overridden: everything is
 installed with ``--no-deps`` (tests/helpers/client_venvs.py), and ``uv pip check`` then names
 that pin and nothing else (checked below). Each check runs in the client venv; 7.5.0 is the
-reference for what the clients and the Airflow scheduler must see.
+reference for what the clients and the Airflow scheduler must see. ``DKIST_CHECK_CLIENTS``
+(scripts/check_client.py) runs the same checks on other pipelines from the index instead.
 """
 
 from __future__ import annotations
 
 import random
 import re
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
-from clients.support import CLIENTS
 from clients.support import Client
 from clients.support import require_services
 from clients.support import run_worker_command
 from clients.support import schedule_differences
+from clients.support import selected_clients
 from clients.support import step_value
 from dkist_processing_core.worker import read_events
 from helpers.client_venvs import python313
@@ -32,15 +34,19 @@ from helpers.release import run
 pytestmark = pytest.mark.clients
 
 CORES = ["old", "new"]
+CLIENTS = selected_clients()
 Probe = Callable[[str, Client], dict[str, Any]]
 
 
-def test_new_venv_breaks_only_the_old_core_pin(venvs: dict[str, Path]) -> None:
-    result = run([uv_binary(), "pip", "check", "--python", venvs["new"]])
+@pytest.mark.parametrize("client", CLIENTS, ids=str)
+def test_new_venv_breaks_only_the_old_core_pin(
+    venvs: Callable[[Client], dict[str, Path]], client: Client
+) -> None:
+    result = run([uv_binary(), "pip", "check", "--python", venvs(client)["new"]])
     output = result.stdout + result.stderr  # uv writes the report to stderr
     problems = [line for line in output.splitlines() if "requires" in line]
     assert problems, f"expected uv pip check to name common's 7.5.0 pin:\n{output}"
-    unexpected = [line for line in problems if "dkist-processing-core==7.5.0" not in line]
+    unexpected = [line for line in problems if client.old_core not in line]
     assert not unexpected, (
         "the new client venv misses dependencies of our wheels; add them to "
         "tests/clients/pins-py313.txt:\n" + "\n".join(unexpected)
@@ -51,7 +57,7 @@ def test_new_venv_breaks_only_the_old_core_pin(venvs: dict[str, Path]) -> None:
 @pytest.mark.parametrize("client", CLIENTS, ids=str)
 def test_core_version_installed(probe: Probe, core: str, client: Client) -> None:
     version = step_value(probe(core, client), "core_version", "importlib.metadata.version")
-    assert (version == "7.5.0") == (core == "old"), (
+    assert (f"dkist-processing-core=={version}" == client.old_core) == (core == "old"), (
         f"dkist-processing-core {version} in the {core} venv"
     )
 
@@ -73,7 +79,7 @@ def test_build_utils(probe: Probe, core: str, client: Client, step: str) -> None
     value = step_value(
         probe(core, client), step, f"{step} of {client.package}.workflows ({core} core)"
     )
-    if step != "validate":
+    if step != "validate" and client.dag_count is not None:  # else: compared with 7.5.0's below
         assert len(value) == client.dag_count, f"{step} wrote {len(value)} files: {value}"
 
 
@@ -108,7 +114,7 @@ def test_exported_dags_load_in_dagbag(probe: Probe, core: str, client: Client) -
     bag = step_value(report, "dagbag", f"DagBag of the {core} core's export")
     assert not bag["import_errors"], f"DagBag import errors ({core} core): {bag['import_errors']}"
     assert sorted(dag["file"] for dag in bag["dags"].values()) == files
-    assert len(bag["dags"]) == client.dag_count
+    assert len(bag["dags"]) == (client.dag_count or len(files))
 
 
 @pytest.mark.parametrize("client", CLIENTS, ids=str)
@@ -134,7 +140,11 @@ def _operator(report: dict[str, Any], task_id: str) -> tuple[str, dict[str, Any]
 @pytest.mark.parametrize("core", CORES)
 @pytest.mark.parametrize("client", CLIENTS, ids=str)
 def test_worker_command_runs_a_real_task(
-    probe: Probe, task_wheelhouses: dict[str, Path], tmp_path: Path, core: str, client: Client
+    probe: Probe,
+    task_wheelhouses: Callable[[Client], dict[str, Path]],
+    tmp_path: Path,
+    core: str,
+    client: Client,
 ) -> None:
     """The exported (new core) BashOperator command runs the client's task, offline.
 
@@ -145,6 +155,9 @@ def test_worker_command_runs_a_real_task(
     ``[frozen]`` is dropped from the requirement here.
     """
     require_services("Redis")
+    assert client.task, (
+        f"no real task chosen for {client.dist}: add one to TASKS (clients/support.py)"
+    )
     dag_id, task = _operator(probe("new", client), client.task)
     command, env = task["bash_command"], dict(task["env"] or {})
     assert "{{" not in command, f"{dag_id}.{client.task}: bash_command still holds a template"
@@ -156,7 +169,8 @@ def test_worker_command_runs_a_real_task(
     for key in frozen:
         env[key] = env[key].replace("[frozen]", "")
 
-    result = run_worker_command(command, env, python313(), task_wheelhouses[core], tmp_path)
+    wheelhouse = task_wheelhouses(client)[core]
+    result = run_worker_command(command, env, python313(), wheelhouse, tmp_path)
     output = result.stdout + result.stderr
     shown = output[-8000:]
     assert result.returncode == 0, f"{dag_id}.{client.task} exited {result.returncode}:\n{shown}"
@@ -172,10 +186,10 @@ def test_worker_command_runs_a_real_task(
     installed = [line for line in listing if core_line.fullmatch(line)]
     (setup,) = [fields for event, fields in events if event == "setup"]
     if core == "old":
-        assert installed == ["dkist-processing-core==7.5.0"], f"task venv cores {installed}"
+        assert installed == [client.old_core], f"task venv cores {installed}"
         assert setup["runner"] == "contract"  # a 7.x venv: the statement every core understands
     else:
-        assert "dkist-processing-core==7.5.0" not in installed, f"task venv cores {installed}"
+        assert client.old_core not in installed, f"task venv cores {installed}"
         assert any(line.startswith("dkist-processing-core-task==") for line in installed), installed
         assert setup["runner"] == "run_task"
 
@@ -189,7 +203,9 @@ def test_client_suite_same_on_new_core(
     old, new = client_suite("old", client), client_suite("new", client)
     assert old["outcomes"], f"no test ran on 7.5.0:\n{old['output']}"
     failing = {test for test, outcome in old["outcomes"].items() if outcome in ("failure", "error")}
-    assert failing <= client.needs_internet, (
+    if client.needs_internet is None and failing:  # on demand: listed (services, the internet)
+        warnings.warn(f"{client.dist}: failing on both cores: {sorted(failing)}", stacklevel=1)
+    assert client.needs_internet is None or failing <= client.needs_internet, (
         f"{client.dist}'s tests fail on 7.5.0 beyond the known internet ones: "
         f"{sorted(failing - client.needs_internet)}\n{old['output']}"
     )
