@@ -86,7 +86,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if problems := check_fragment_names(args.root):
         print("\n".join(f"changelog: {problem}" for problem in problems), file=sys.stderr)
-        return 1
+        if args.command == "release":
+            return 1
     with tempfile.NamedTemporaryFile("w", suffix=".toml") as config:
         command = ["build", "--draft", "--version", "0.0.0"]  # check: everything renders
         if args.command == "release":
@@ -99,9 +100,9 @@ def main(argv: list[str] | None = None) -> int:
         result = subprocess.run(towncrier, cwd=args.root, capture_output=True, text=True)
     if result.returncode or args.command == "release":
         print(result.stdout + result.stderr, end="", file=sys.stderr if result.returncode else None)
-    else:
+    elif not problems:
         print("changelog: fragment names OK, the draft renders")
-    return result.returncode
+    return result.returncode or int(bool(problems))
 
 
 if __name__ == "__main__":

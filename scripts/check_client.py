@@ -4,9 +4,9 @@
     .venv/bin/python scripts/check_client.py --no-suite dkist-processing-visp==5.11.0 -- -n 2
 
 Runs tests/clients/test_clients.py, what CI checks of dkist-processing-test and -ops, on the named
-pipelines instead (``DKIST_CHECK_CLIENTS``; no version: the latest; the real task is ``TASKS`` in
-tests/clients/support.py; ``--no-suite`` skips the pipeline's own tests, whose failures on both
-cores are listed as warnings). Arguments after ``--`` go to pytest, whose exit status this is.
+pipelines instead (``DKIST_CHECK_CLIENTS``; no version: the latest; the real task, ``TASKS`` in
+tests/clients/support.py, runs in the venv; ``--no-suite`` skips the pipeline's own tests, whose
+failures on both cores are warnings). Arguments after ``--`` go to pytest, whose exit status it is.
 Needs Python 3.13 (pyenv or ``DKIST_CLIENT_PYTHON``), Redis and RabbitMQ on 127.0.0.1.
 """
 

@@ -17,6 +17,7 @@ import pytest
 from clients.support import Client
 from clients.support import run_client_suite
 from clients.support import run_probe
+from helpers.client_venvs import OLD_CORE
 from helpers.client_venvs import PINS
 from helpers.client_venvs import pinned_venv
 from helpers.client_venvs import pip_download
@@ -25,6 +26,7 @@ from helpers.release import build_core_wheels
 from helpers.release import build_once
 from helpers.release import wheel_metadata
 
+CLIENT_REQUIREMENTS = ["dkist-processing-test==1.46.0", "dkist-processing-ops==1.11.8"]
 # What a dkist-processing-common release migrated to the new core would declare.
 MIGRATED_CORE_PIN = "dkist-processing-core>=8"
 
@@ -92,47 +94,41 @@ def client_suite(
 
 
 @pytest.fixture(scope="session")
-def task_wheelhouses(
-    shared_tmp: Path, core_wheels: list[Path]
-) -> Callable[[Client], dict[str, Path]]:
-    """``task_wheelhouses(client)``: offline wheelhouses for the worker's pip. "old" resolves the
-    client with its core 7.5.0 (as every pipeline does today, common pins it); "new" has common
-    rewritten to require ``dkist-processing-core>=8`` and our wheels instead of 7.5.0.
+def task_wheelhouses(shared_tmp: Path, core_wheels: list[Path]) -> dict[str, Path]:
+    """Offline wheelhouses for the worker's pip: "old" resolves the clients with core 7.5.0 (as
+    every pipeline does today, common pins it); "new" has common 14.8.0 rewritten to require
+    ``dkist-processing-core>=8`` and our wheels instead of 7.5.0.
 
     Downloads are cached across runs (constrained by the pins, so they match the venvs); the
-    "new" folder is assembled from links for this session. The pinned clients share theirs.
+    "new" folder is assembled from links for this session.
     """
+    old = pip_download(
+        "clients", ["-c", str(PINS), *CLIENT_REQUIREMENTS], [PINS, *CLIENT_REQUIREMENTS]
+    )
+    requires = sorted(
+        line
+        for wheel in core_wheels
+        for line in wheel_metadata(wheel).get_all("Requires-Dist") or []
+    )
+    core_deps = pip_download(
+        "core-deps",
+        ["--find-links", str(core_wheels[0].parent), "-c", str(PINS), *map(str, core_wheels)],
+        [PINS, *requires],
+    )
 
-    def get(client: Client) -> dict[str, Path]:
-        pins, wanted = client.pins, list(client.requirements)
-        name = "clients" if pins == PINS else f"client-{client.dist}-{client.version}"
-        old = pip_download(name, ["-c", str(pins), *wanted], [pins, *wanted])
-        requires = sorted(
-            line
-            for wheel in core_wheels
-            for line in wheel_metadata(wheel).get_all("Requires-Dist") or []
-        )
-        core_deps = pip_download(
-            "core-deps",
-            ["--find-links", str(core_wheels[0].parent), "-c", str(pins), *map(str, core_wheels)],
-            [pins, *requires],
-        )
+    def assemble(folder: Path) -> None:
+        ours = "dkist_processing_core"  # our five wheels and the old core all start with it
+        for source in [*old.iterdir(), *core_deps.iterdir()]:
+            replaced = source.name.startswith((ours, "dkist_processing_common-"))
+            if source.suffix == ".whl" and not replaced and not (folder / source.name).exists():
+                (folder / source.name).symlink_to(source)
+        for wheel in core_wheels:
+            shutil.copy2(wheel, folder)
+        (common,) = old.glob("dkist_processing_common-14.8.0-*.whl")
+        rewrite_requirement(common, folder, OLD_CORE, MIGRATED_CORE_PIN)
 
-        def assemble(folder: Path) -> None:
-            ours = "dkist_processing_core"  # our five wheels and the old core all start with it
-            for source in [*old.iterdir(), *core_deps.iterdir()]:
-                replaced = source.name.startswith((ours, "dkist_processing_common-"))
-                if source.suffix == ".whl" and not replaced and not (folder / source.name).exists():
-                    (folder / source.name).symlink_to(source)
-            for wheel in core_wheels:
-                shutil.copy2(wheel, folder)
-            (common,) = old.glob("dkist_processing_common-*.whl")
-            rewrite_requirement(common, folder, client.old_core, MIGRATED_CORE_PIN)
-
-        new = build_once(shared_tmp, f"{name}-task-wheelhouse-new", assemble)
-        return {"old": old, "new": new}
-
-    return get
+    new = build_once(shared_tmp, "client-task-wheelhouse-new", assemble)
+    return {"old": old, "new": new}
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:

@@ -65,10 +65,6 @@ class Client:
     needs_internet: frozenset[str] | None = frozenset()
     pins: Path = PINS  # the client's resolved dependencies, without dkist-processing-core
     old_core: str = OLD_CORE  # the core the client resolves to
-    requirements: tuple[str, ...] = (
-        "dkist-processing-test==1.46.0",
-        "dkist-processing-ops==1.11.8",
-    )
     suite_timeout: float = 1500  # seconds for the client's own tests
 
     def __str__(self) -> str:
@@ -137,7 +133,7 @@ def on_demand_client(spec: str) -> Client:
     package = dist.replace("-", "_")
     return Client(
         package, dist, version, None, TASKS.get(package, ""), (), None, folder / "pins.txt",
-        (folder / "core.txt").read_text(), (f"{dist}=={version}",), 3600,
+        (folder / "core.txt").read_text(), 3600,
     )  # fmt: skip
 
 
