@@ -52,38 +52,25 @@ def render_table() -> str:
     return "\n".join(lines)
 
 
-def _replace(readme_text: str, table: str) -> str:
-    try:
-        head, rest = readme_text.split(START, 1)
-        _, tail = rest.split(END, 1)
-    except ValueError:
-        raise SystemExit(f"README.md lacks the markers {START!r} ... {END!r}") from None
-    return f"{head}{START}\n{table}\n{END}{tail}"
-
-
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     group = parser.add_mutually_exclusive_group()
     group.add_argument("--write", action="store_true", help="rewrite the table in README.md")
     group.add_argument("--check", action="store_true", help="fail if README.md's table is stale")
     args = parser.parse_args(argv)
-    table = render_table()
-    if not (args.write or args.check):
-        print(table)
-        return 0
     current = README.read_text()
-    wanted = _replace(current, table)
+    head, found, rest = current.partition(START)
+    wanted = f"{head}{START}\n{render_table()}\n{END}{rest.partition(END)[2]}"
+    if not found or END not in rest:
+        sys.exit(f"README.md lacks the markers {START!r} ... {END!r}")
     if args.write:
         README.write_text(wanted)
-        return 0
-    if current != wanted:
-        print(
-            "README.md's environment-variable table is stale: run python scripts/env_table.py --write",
-            file=sys.stderr,
+    elif args.check and current != wanted:
+        sys.exit(
+            "README.md's environment-variable table is stale: run python scripts/env_table.py --write"
         )
-        return 1
+    elif not args.check:
+        print(render_table())
     return 0
 
 

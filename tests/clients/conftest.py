@@ -40,9 +40,17 @@ def core_wheels(shared_tmp: Path) -> list[Path]:
 
 
 @pytest.fixture(scope="session")
-def venvs(core_wheels: list[Path]) -> dict[str, Path]:
-    """Interpreters of the client venvs: "old" with 7.5.0, "new" with our wheels (see helper)."""
-    return {"old": pinned_venv("old", [OLD_CORE]), "new": pinned_venv("new", core_wheels)}
+def venvs(core_wheels: list[Path]) -> Callable[[Client], dict[str, Path]]:
+    """``venvs(client)``: interpreters of the client's venvs, "old" with its 7.5.0, "new" with
+    our wheels (see helper); the pinned clients share theirs."""
+
+    def get(client: Client) -> dict[str, Path]:
+        return {
+            "old": pinned_venv("old", [client.old_core], pins=client.pins),
+            "new": pinned_venv("new", core_wheels, pins=client.pins),
+        }
+
+    return get
 
 
 def _cached_json(shared_tmp: Path, name: str, file: str, produce: Callable[[Path], None]) -> Any:
@@ -50,7 +58,9 @@ def _cached_json(shared_tmp: Path, name: str, file: str, produce: Callable[[Path
 
 
 @pytest.fixture(scope="session")
-def probe(shared_tmp: Path, venvs: dict[str, Path]) -> Callable[[str, Client], dict[str, Any]]:
+def probe(
+    shared_tmp: Path, venvs: Callable[[Client], dict[str, Path]]
+) -> Callable[[str, Client], dict[str, Any]]:
     """``probe(core, client)``: the client_probe.py report of ``client`` on core "old"/"new"."""
 
     def get(core: str, client: Client) -> dict[str, Any]:
@@ -58,7 +68,7 @@ def probe(shared_tmp: Path, venvs: dict[str, Path]) -> Callable[[str, Client], d
             shared_tmp,
             f"client-probe-{core}-{client.package}",
             "report.json",
-            lambda folder: run_probe(venvs[core], client, folder),
+            lambda folder: run_probe(venvs(client)[core], client, folder),
         )
 
     return get
@@ -66,7 +76,7 @@ def probe(shared_tmp: Path, venvs: dict[str, Path]) -> Callable[[str, Client], d
 
 @pytest.fixture(scope="session")
 def client_suite(
-    shared_tmp: Path, venvs: dict[str, Path]
+    shared_tmp: Path, venvs: Callable[[Client], dict[str, Path]]
 ) -> Callable[[str, Client], dict[str, Any]]:
     """``client_suite(core, client)``: outcomes of the client's own tests on core "old"/"new"."""
 
@@ -75,7 +85,9 @@ def client_suite(
             shared_tmp,
             f"client-suite-{core}-{client.package}",
             "outcome.json",
-            lambda folder: run_client_suite(venvs[core], client, folder),
+            lambda folder: run_client_suite(
+                venvs(client)[core], client, folder, timeout=client.suite_timeout
+            ),
         )
 
     return get

@@ -4,12 +4,17 @@ Each check runs in a client venv (Python 3.13, tests/helpers/client_venvs.py), n
 test process: ``run_probe`` (imports, build_utils, DagBag; see client_probe.py),
 ``run_client_suite`` (the client's own tests shipped in its wheel) and ``run_worker_command``
 (the exported BashOperator's command, the worker program, the way a worker runs it).
+
+The clients are :data:`CLIENTS`, pinned by tests/clients/pins-py313.txt; ``DKIST_CHECK_CLIENTS``
+(``DIST[==VERSION] ...``, set by scripts/check_client.py) replaces them with any pipelines from
+the package index, each resolved for Python 3.13 by uv (:func:`on_demand_client`).
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import socket
 import subprocess
 import time
@@ -18,6 +23,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from helpers.client_venvs import CACHE_ROOT
+from helpers.client_venvs import OLD_CORE
+from helpers.client_venvs import PINS
+from helpers.client_venvs import _python_version
+from helpers.client_venvs import digest
+from helpers.client_venvs import python313
+from helpers.client_venvs import uv_binary
+from helpers.release import build_once
+from helpers.release import run
 from helpers.services import private_redis
 from helpers.task_modules import clean_environment
 
@@ -25,10 +39,12 @@ __all__ = [
     "CLIENTS",
     "Client",
     "client_env",
+    "on_demand_client",
     "require_services",
     "run_client_suite",
     "run_probe",
     "run_worker_command",
+    "selected_clients",
     "step_value",
 ]
 
@@ -40,12 +56,16 @@ class Client:
     package: str
     dist: str
     version: str
-    dag_count: int  # exported by dkist-processing-core 7.5.0 (checked 2026-12-02)
+    dag_count: int | None  # exported by dkist-processing-core 7.5.0 (checked 2026-12-02)
     task: str  # the real task run through the worker command
     log_lines: tuple[str, ...]  # lines the client's own task code logs when it ran
     # Tests of the client's own suite that fail only because they need the internet (beyond the
-    # package index). Measured on 7.5.0 here: none; they must be the same on both cores.
-    needs_internet: frozenset[str] = frozenset()
+    # package index). Measured on 7.5.0 here: none; they must be the same on both cores. None
+    # (a pipeline checked on demand): whatever fails on both cores is listed, not refused.
+    needs_internet: frozenset[str] | None = frozenset()
+    pins: Path = PINS  # the client's resolved dependencies, without dkist-processing-core
+    old_core: str = OLD_CORE  # the core the client resolves to
+    suite_timeout: float = 1500  # seconds for the client's own tests
 
     def __str__(self) -> str:
         return self.dist
@@ -69,6 +89,60 @@ CLIENTS = [
         ),
     ),
 ]
+
+# The real task of an on-demand pipeline: a class of its DAGs that runs on an empty scratch folder
+# with Redis alone (found by running each task class on 7.5.0). dkist-processing-cryonirsp has no
+# task of its own that runs without input frames or constants: common's QualityL1Metrics, a node
+# of its DAGs.
+TASKS = {
+    "dkist_processing_vbi": "VbiQualityL0Metrics",
+    "dkist_processing_visp": "VispWriteL1Frame",
+    "dkist_processing_cryonirsp": "QualityL1Metrics",
+    "dkist_processing_dlnirsp": "DlnirspWriteL1Frame",
+}
+
+
+def on_demand_client(spec: str) -> Client:
+    """A pipeline ``DIST[==VERSION]`` from the index (no version: the latest), resolved once.
+
+    ``uv pip compile`` of ``DIST[test]==VERSION`` and pytest for Python 3.13 (not ``[frozen]``,
+    whose certifi pin this machine's index lacks), cached under CACHE_ROOT/resolutions; its
+    dkist-processing-core line is kept apart (the "old" core), the rest are the venvs' pins.
+    """
+    dist, _, version = spec.partition("==")
+    python = python313()
+    base = [uv_binary(), "pip", "compile", "-", "--python", python, "--no-annotate", "--no-header"]
+    if not version:
+        found = re.search(
+            rf"^{re.escape(dist)}==(\S+)$", run([*base, "--no-deps"], input=dist).stdout, re.M
+        )
+        assert found, f"no release of {dist} on the index"
+        version = found.group(1)
+    requirements = f"{dist}[test]=={version}\npytest\n"
+
+    def produce(folder: Path) -> None:
+        result = run([*base, "--python-platform", "x86_64-manylinux_2_28"], input=requirements)
+        assert result.returncode == 0, f"uv pip compile {dist}=={version} failed:\n{result.stderr}"
+        lines = result.stdout.splitlines()
+        (core,) = [line for line in lines if line.startswith("dkist-processing-core==")]
+        (folder / "core.txt").write_text(core)
+        (folder / "pins.txt").write_text("\n".join(line for line in lines if line != core))
+
+    key = digest(requirements, _python_version(python))
+    folder = build_once(CACHE_ROOT / "resolutions", f"{dist}-{version}-{key}", produce)
+    package = dist.replace("-", "_")
+    return Client(
+        package, dist, version, None, TASKS.get(package, ""), (), None, folder / "pins.txt",
+        (folder / "core.txt").read_text(), 3600,
+    )  # fmt: skip
+
+
+def selected_clients() -> list[Client]:
+    """The pipelines named by ``DKIST_CHECK_CLIENTS``, else :data:`CLIENTS`."""
+    return [
+        on_demand_client(spec) for spec in os.environ.get("DKIST_CHECK_CLIENTS", "").split()
+    ] or CLIENTS
+
 
 SERVICES = {
     "RabbitMQ": (

@@ -1,4 +1,7 @@
-"""Changelog fragments: the gate refuses names towncrier would skip; releases go per distribution."""
+"""Changelog fragments: the gate refuses names towncrier would skip; releases go per distribution.
+
+That the towncrier sections are exactly the members is checked in tests/test_workspace.py.
+"""
 
 from __future__ import annotations
 
@@ -49,8 +52,12 @@ def test_well_named_fragments_in_every_section_pass(checkout: Path) -> None:
     (checkout / "changelog" / "core-task" / "7.bugfix.rst").write_text("Task fix.\n")
     (checkout / "changelog" / "core-task" / "7.bugfix.1.rst").write_text("Second task fix.\n")
     (checkout / "changelog" / "core-build" / "12.removal.rst").write_text("Gone.\n")
-    status, output = changelog(checkout, "check", "--verbose")
+    status, output = changelog(checkout, "check")
     assert status == 0, output
+    draft = run(
+        [sys.executable, "-m", "towncrier", "build", "--draft", "--version", "1"], cwd=checkout
+    )
+    output = draft.stdout
     for text in [
         "Workspace change. (#7)",
         "Task fix. (#7)",
@@ -93,14 +100,6 @@ def test_names_towncrier_accepts_but_the_template_refuses_fail_the_gate(
     status, output = changelog(checkout, "check")
     assert status == 1, output
     assert f"changelog/core-task/{name}: not the fragment template" in output
-
-
-def test_sections_that_are_not_the_members_fail_the_gate(checkout: Path) -> None:
-    config = checkout / "pyproject.toml"
-    config.write_text(config.read_text().replace('path = "core-build"', 'path = "core-builds"'))
-    status, output = changelog(checkout, "check")
-    assert status == 1, output
-    assert "the workspace's members need" in output
 
 
 def test_an_unknown_section_folder_fails_the_gate(checkout: Path) -> None:
