@@ -222,6 +222,20 @@ def test_queue_of_another_type_is_a_clear_error_and_the_message_is_kept(names, t
     assert len(Outbox(target.outbox_dir)) == 1
 
 
+def test_a_virtual_host_the_broker_refuses_fails_fast_and_keeps_the_message(
+    names, tmp_path, caplog
+):
+    target = isb_target(names, tmp_path / "outbox", virtual_host=f"no-such-{uuid.uuid4().hex}")
+    caplog.set_level(logging.INFO, logger="dkist_processing_core.isb")
+
+    result = publish(body(), target)
+
+    assert not result.delivered and result.attempts == 1
+    errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+    assert any(target.virtual_host in m and "'guest'" in m for m in errors), caplog.text
+    assert Outbox(target.outbox_dir).pending() == [result.outbox_path]
+
+
 def test_unwritable_outbox_still_publishes(names, tmp_path, caplog):
     not_a_folder = tmp_path / "file"
     not_a_folder.write_text("")

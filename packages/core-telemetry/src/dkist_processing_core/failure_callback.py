@@ -109,7 +109,9 @@ def failure_report_body(
     context = context if isinstance(context, Mapping) else {}
     ti = _first(lambda: context.get("task_instance"), lambda: context.get("ti"))
     run_id = _first(
-        lambda: context.get("run_id"), lambda: context.get("dag_run").run_id, lambda: ti.run_id
+        lambda: context.get("run_id"),
+        lambda: getattr(context.get("dag_run"), "run_id", None),
+        lambda: ti.run_id,
     )
     # Airflow 3: both the scheduler's TaskInstance and the task SDK's RuntimeTaskInstance have a
     # ``log_url`` property built from [api] base_url; it can fail if the configuration is broken.

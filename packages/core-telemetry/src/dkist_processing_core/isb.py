@@ -121,8 +121,8 @@ def publish(
     own: Path | None = None
     try:
         own = outbox.put(envelope)
-    except OutboxError as error:
-        logger.error("%s; publishing message %s without a safety copy", error, message_id)
+    except OutboxError as problem:
+        logger.error("%s; publishing message %s without a safety copy", problem, message_id)
     job = Delivery(
         target,
         outbox,

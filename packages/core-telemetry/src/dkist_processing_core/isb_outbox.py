@@ -95,7 +95,7 @@ def check_envelope(envelope: object) -> dict[str, Any]:
     ``routing_key`` (at most 255 bytes of UTF-8; kept for inspection). Other fields are ignored.
     """
     if not isinstance(envelope, dict):
-        raise InvalidMessageError(f"the envelope is a JSON {_json_type(envelope)}, not an object")
+        raise InvalidMessageError(f"the envelope is a {type(envelope).__name__}, not a JSON object")
     version = envelope.get("format")
     if type(version) is not int or version != ENVELOPE_FORMAT:
         raise InvalidMessageError(
@@ -103,7 +103,7 @@ def check_envelope(envelope: object) -> dict[str, Any]:
         )
     body = envelope.get("body")
     if not isinstance(body, dict):
-        raise InvalidMessageError(f"field 'body' must be a JSON object, got a {_json_type(body)}")
+        raise InvalidMessageError(f"field 'body' must be a JSON object, not {type(body).__name__}")
     try:
         sent = json.dumps(body, allow_nan=False)
         json.dumps(body, ensure_ascii=False).encode("utf-8")  # as stored: a lone surrogate fails
@@ -114,14 +114,12 @@ def check_envelope(envelope: object) -> dict[str, Any]:
             f"field 'body' is {len(sent)} bytes of JSON; at most {MAX_BODY_BYTES} are sent"
         )
     for name in ("message_id", "exchange", "routing_key"):
-        value = envelope.get(name)
-        if value is None:
-            continue
-        if not isinstance(value, str):
-            raise InvalidMessageError(f"field {name!r} must be a string, got a {_json_type(value)}")
         try:
-            check_short_string(value, f"field {name!r}", allow_empty=name != "message_id")
-        except ValueError as error:
+            if envelope.get(name) is not None:
+                check_short_string(
+                    envelope[name], f"field {name!r}", allow_empty=name != "message_id"
+                )
+        except ValueError as error:  # not text, not UTF-8, or too long
             raise InvalidMessageError(str(error)) from None
     created_ns = envelope.get("created_ns")
     if created_ns is not None and not (
@@ -132,25 +130,6 @@ def check_envelope(envelope: object) -> dict[str, Any]:
             f"got {created_ns!r:.40}"
         )
     return envelope
-
-
-def _json_type(value: object) -> str:
-    names = {dict: "object", list: "array", str: "string", bool: "boolean", type(None): "null"}
-    if type(value) in names:
-        return names[type(value)]
-    return "number" if isinstance(value, int | float) else type(value).__name__
-
-
-def _parse_entry(data: bytes) -> object:
-    """The JSON value of an entry file's bytes; InvalidMessageError if it is not one."""
-    try:
-        return json.loads(data.decode("utf-8"))
-    except UnicodeDecodeError:
-        raise InvalidMessageError("the file is not UTF-8 text") from None
-    except RecursionError:
-        raise InvalidMessageError("the file's JSON is nested too deeply") from None
-    except ValueError as error:
-        raise InvalidMessageError(f"the file is not JSON ({error})") from None
 
 
 # ------------------------------------------------------------------------------- the folder
@@ -256,7 +235,7 @@ class Outbox:
             return None
         try:
             if not os.path.samestat(os.stat(path), os.fstat(fd)):
-                return None  # delivered and removed, then the name reused, meanwhile
+                return None  # the name is another file's now
         except FileNotFoundError:
             return None  # delivered and removed by another reader meanwhile
         foreign = _not_ours(os.fstat(fd))
@@ -271,7 +250,7 @@ class Outbox:
             )
             return None
         try:
-            envelope = check_envelope(_parse_entry(_read_entry(fd)))
+            envelope = check_envelope(_read_entry(fd))
         except InvalidMessageError as error:
             self.reject(path, str(error))
             return None
@@ -299,7 +278,7 @@ class Outbox:
                     continue
                 fd = _open_entry(temp)
                 try:
-                    check_envelope(_parse_entry(_read_entry(fd)))
+                    check_envelope(_read_entry(fd))
                 finally:
                     os.close(fd)
                 # A clock set before 1970 must not give a name that sorts out of sight.
@@ -403,8 +382,8 @@ def _not_ours(status: os.stat_result) -> str | None:
     return None
 
 
-def _read_entry(fd: int) -> bytes:
-    """The file's bytes; InvalidMessageError if it is larger than any valid entry."""
+def _read_entry(fd: int) -> object:
+    """The JSON value of an entry file; InvalidMessageError if it is too large or not JSON."""
     try:
         with open(fd, "rb", closefd=False) as file:
             data = file.read(_MAX_FILE_BYTES + 1)
@@ -412,4 +391,9 @@ def _read_entry(fd: int) -> bytes:
         raise InvalidMessageError(f"the file cannot be read ({error})") from None
     if len(data) > _MAX_FILE_BYTES:
         raise InvalidMessageError(f"the file is larger than {_MAX_FILE_BYTES} bytes")
-    return data
+    try:
+        return json.loads(data)
+    except RecursionError:
+        raise InvalidMessageError("the file's JSON is nested too deeply") from None
+    except ValueError as error:  # UnicodeDecodeError included
+        raise InvalidMessageError(f"the file is not JSON ({error})") from None
