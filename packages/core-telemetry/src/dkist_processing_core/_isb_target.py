@@ -2,8 +2,7 @@
 
 A target refuses, when it is made, what the broker would refuse on every attempt (a name over
 255 bytes) and what must never reach a log line (a host with user-info): the rules are
-``_text_rules``'s, the ones the configuration applies to the same values. pydantic loads only
-when a target is made (for its ``RetryConfig``), so importing this module stays light.
+``_text_rules``'s, the ones the configuration applies to the same values.
 """
 
 from __future__ import annotations
@@ -41,16 +40,13 @@ def _default_retry() -> RetryConfig:
 def check_seconds(value: object, what: str, *, positive: bool = False) -> float:
     """``value`` as seconds if it is a finite number in range, else ValueError naming ``what``."""
     number = value if isinstance(value, int | float) and not isinstance(value, bool) else math.nan
-    if (
-        math.isfinite(number)
-        and (number > 0 if positive else number >= 0)
-        and number <= MAX_SECONDS
-    ):
-        return float(number)
-    low = "> 0" if positive else ">= 0"
-    raise ValueError(
-        f"{what} must be a number of seconds {low} and <= {MAX_SECONDS:g}, got {value!r}"
-    )
+    low_ok = number > 0 if positive else number >= 0
+    if not (math.isfinite(number) and low_ok and number <= MAX_SECONDS):
+        low = "> 0" if positive else ">= 0"
+        raise ValueError(
+            f"{what} must be a number of seconds {low} and <= {MAX_SECONDS:g}, got {value!r}"
+        )
+    return float(number)
 
 
 @dataclass(frozen=True)
