@@ -1,34 +1,45 @@
-"""Bounded delivery: retries in a worker thread, while the caller waits at most until the bound.
+"""Bounded delivery: drain the outbox over one confirming pika channel, retrying until the bound.
 
-:class:`BoundedDelivery` runs one job (deliver the caller's message, or drain the outbox) in a
-daemon thread that connects, works and retries with the backoff of ``RETRY_CONFIG``; the caller's
-thread waits until the deadline and then leaves it behind. The loop is hand-written rather than a
-``tenacity.Retrying``: each delay is capped by the time left, an abort event from the caller ends
-the wait, and the log says why it stops (docs/decisions.md).
+pika carries the transport: ``BlockingConnection`` with its own connect, handshake and
+blocked-connection timeouts (``socket_timeout``, ``stack_timeout``,
+``blocked_connection_timeout``), publisher confirms (``confirm_delivery``) and ``mandatory``
+publishes that raise ``NackError`` / ``UnroutableError``. What pika does not do is written here,
+once:
+
+- the retry loop: pika's ``connection_attempts`` / ``retry_delay`` retry only the connect, with a
+  fixed delay and no deadline; this loop retries any failed attempt (connect, declare, publish)
+  with the backoff of ``RETRY_CONFIG``, each delay capped by the time left, and logs why it stops;
+- the bound: the job runs in a daemon thread and the caller waits at most until the deadline,
+  whatever pika is blocked on; a timer on pika's I/O loop also cuts the connection at the
+  deadline, so the thread does not outlive it (see :func:`_cut_at`);
+- the refusals waiting will not fix (credentials, virtual host, a contradicting topology) end
+  the job at once as :class:`FatalBrokerError`.
 """
 
 from __future__ import annotations
 
+import contextlib
+import json
 import logging
 import math
 import random
 import threading
 import time
-from collections.abc import Callable
+import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 from typing import Any
 
-from dkist_processing_core._isb_transport import BrokerChannel
-from dkist_processing_core._isb_transport import FatalBrokerError
-from dkist_processing_core._isb_transport import describe_error
+from dkist_processing_core._text_rules import host_for_connecting
+from dkist_processing_core.errors import DKISTProcessingCoreError
 
 if TYPE_CHECKING:
     from dkist_processing_core._isb_target import IsbTarget
     from dkist_processing_core._settings_models import RetryConfig
     from dkist_processing_core.isb_outbox import Outbox
 
-__all__ = ["BoundedDelivery", "retry_allows", "retry_delay"]
+__all__ = ["Delivery", "FatalBrokerError", "retry_delay"]
 
 logger = logging.getLogger("dkist_processing_core.isb")
 
@@ -37,8 +48,14 @@ _RESERVE_FRACTION = 0.05
 _RESERVE_MAX = 0.5
 # Shortest time worth starting another connection attempt with.
 _MIN_ATTEMPT_SECONDS = 0.2
-# How often a flush looks again at messages other drainers hold.
+# Longest wait for one connection (TCP connect + AMQP handshake) before the next attempt.
+_CONNECT_TIMEOUT_MAX = 10.0
+# How often a drainer looks again at messages other drainers hold.
 _CLAIM_POLL_SECONDS = 0.1
+
+
+class FatalBrokerError(DKISTProcessingCoreError):
+    """An error that waiting will not fix (credentials, permissions, contradicting topology)."""
 
 
 def retry_delay(retry: RetryConfig, attempt: int) -> float:
@@ -52,56 +69,52 @@ def retry_delay(retry: RetryConfig, attempt: int) -> float:
     return max(0.0, min(base + random.uniform(low, high), retry.retry_max_delay))
 
 
-def retry_allows(retry: RetryConfig, attempt: int) -> bool:
-    """True if another attempt may follow attempt number ``attempt``."""
-    return retry.retry_tries < 0 or attempt < retry.retry_tries
+class Delivery:
+    """One bounded job: send the caller's message (``own``, or ``extra`` if the outbox could not
+    keep it) or, with ``flush``, everything this run may send; the outbox oldest first."""
 
-
-class BoundedDelivery:
-    """One bounded delivery job: retries in a worker thread, the caller waits until the bound."""
-
-    def __init__(self, target: IsbTarget, outbox: Outbox, started: float, bound: float) -> None:
+    def __init__(
+        self,
+        target: IsbTarget,
+        outbox: Outbox,
+        *,
+        started: float,
+        bound: float,
+        own: Path | None = None,
+        extra: dict[str, Any] | None = None,
+        flush: bool = False,
+    ) -> None:
         self.target = target
         self.outbox = outbox
+        self.own = own
+        self.extra = extra
+        self.flush = flush
         self.deadline = started + bound
         self.network_deadline = self.deadline - min(_RESERVE_MAX, bound * _RESERVE_FRACTION)
         self.stop = threading.Event()
-        self.attempts = 0
-        self.delivered = 0
-        self.error: str | None = None
-        self.own_path: Path | None = None  # the caller's message in the outbox
+        self.attempts = self.delivered = 0
         self.own_delivered = False
-        self.extra: dict[str, Any] | None = None  # the caller's message if the outbox failed
+        self.error: str | None = None
 
-    def execute(self, work: Callable[[Any], None]) -> None:
-        worker = threading.Thread(
-            target=self._attempts, args=(work,), name="dkist-isb-publish", daemon=True
-        )
+    def run(self) -> None:
+        """Run the job in a worker thread; return by the deadline whatever it is blocked on."""
+        worker = threading.Thread(target=self._retrying, name="dkist-isb-publish", daemon=True)
         worker.start()
         worker.join(max(0.0, self.deadline - time.monotonic()))
-        if worker.is_alive():
-            # pika is blocked somewhere its own timeouts do not reach; leave it behind. Whatever
-            # it holds stays in the outbox (its claims vanish with it).
+        if worker.is_alive():  # what it holds stays in the outbox (its claims vanish with it)
             self.stop.set()
             self.error = self.error or "time bound reached while the broker was not answering"
 
-    # -- runs in the worker thread
-    def _attempts(self, work: Callable[[Any], None]) -> None:
-        try:
-            import pika  # noqa: F401  (imported here: keeps the module light)
-        except ImportError as error:  # pragma: no cover - pika is a dependency
-            self.error = f"pika is not installed: {error}"
-            return
-        attempt = 0
+    def _retrying(self) -> None:
+        retry, broker = self.target.retry, self.target.broker
         while not self.stop.is_set():
-            remaining = self.network_deadline - time.monotonic()
-            if remaining <= 0:
+            left = self.network_deadline - time.monotonic()
+            if left <= 0:
                 return
-            attempt += 1
-            self.attempts = attempt
+            self.attempts += 1
             try:
-                with BrokerChannel(self.target, remaining) as channel:
-                    work(channel)
+                with _confirming_channel(self.target, left) as channel:
+                    self._drain(channel)
                 self.error = None
                 return
             except FatalBrokerError as error:
@@ -109,93 +122,194 @@ class BoundedDelivery:
                 logger.error("%s", error)
                 return
             except Exception as error:  # every other failure is worth a retry
-                self.error = describe_error(error)
-            if not retry_allows(self.target.retry, attempt):
+                self.error = _describe(error)
+            failed = f"ISB attempt {self.attempts} to {broker} failed ({self.error})"
+            if 0 < retry.retry_tries <= self.attempts:
                 logger.warning(
-                    "ISB attempt %d to %s failed (%s); no retries left (RETRY_CONFIG retry_tries=%d)",
-                    attempt,
-                    self.target.broker,
-                    self.error,
-                    self.target.retry.retry_tries,
+                    "%s; no retries left (RETRY_CONFIG retry_tries=%d)", failed, retry.retry_tries
                 )
                 return
-            delay = retry_delay(self.target.retry, attempt)
             room = self.network_deadline - time.monotonic() - _MIN_ATTEMPT_SECONDS
             if room <= 0:
-                logger.warning(
-                    "ISB attempt %d to %s failed (%s); no time left for another attempt",
-                    attempt,
-                    self.target.broker,
-                    self.error,
-                )
+                logger.warning("%s; no time left for another attempt", failed)
                 return
-            delay = min(delay, room)
-            logger.warning(
-                "ISB attempt %d to %s failed (%s); retrying in %.2f s",
-                attempt,
-                self.target.broker,
-                self.error,
-                delay,
-            )
+            delay = min(retry_delay(retry, self.attempts), room)
+            logger.warning("%s; retrying in %.2f s", failed, delay)
             if self.stop.wait(delay):
                 return
 
     def _in_time(self) -> bool:
         return not self.stop.is_set() and time.monotonic() < self.network_deadline
 
-    def _deliver(self, channel: BrokerChannel, path: Path) -> bool:
-        """Send one outbox file if this run can claim it; False if it is gone or held elsewhere."""
-        with self.outbox.claim(path) as claimed:
-            if claimed is None:
-                return False
-            channel.publish(claimed.envelope)
-            claimed.done()
-        self.delivered += 1
-        if path == self.own_path:
-            self.own_delivered = True
-        return True
+    def _done(self) -> bool:
+        if self.flush:  # nothing left that this run may send
+            return all(path in self.outbox.skipped for path in self.outbox.pending())
+        return self.own is None or not self.own.exists()
 
-    def _drain_once(self, channel: BrokerChannel) -> int:
-        """One pass over the outbox, oldest first; returns the messages this pass delivered."""
-        sent = 0
+    def _drain(self, channel: Any) -> None:
+        """Passes over the outbox until the job is done. Messages another drainer holds are
+        waited for: a drainer that fails releases its claims undelivered."""
+        while self._in_time():
+            sent = self._drain_once(channel)
+            if self._done():
+                break
+            if not sent:
+                if self.stop.wait(_CLAIM_POLL_SECONDS):
+                    return
+                channel.connection.process_data_events(time_limit=0)  # heartbeats meanwhile
+        if self.extra is not None and self._in_time():
+            _publish(channel, self.target, self.extra)
+            self.own_delivered = True
+            self.delivered += 1
+
+    def _drain_once(self, channel: Any) -> int:
+        """One pass over the outbox, oldest first; returns the messages it delivered."""
         try:
             pending = self.outbox.pending()
         except OSError as error:
             logger.error("cannot read the ISB outbox %s: %s", self.outbox.directory, error)
             return 0
+        sent = 0
         try:
             for path in pending:
                 if not self._in_time():
                     break
-                if path not in self.outbox.skipped:
-                    sent += self._deliver(channel, path)
+                if path in self.outbox.skipped:
+                    continue
+                with self.outbox.claim(path) as claimed:
+                    if claimed is None:
+                        continue
+                    _publish(channel, self.target, claimed.envelope)
+                    claimed.done()
+                sent += 1
+                self.delivered += 1
+                self.own_delivered = self.own_delivered or path == self.own
         finally:
             self.outbox.sync()
         return sent
 
-    def deliver_outbox(self, channel: BrokerChannel) -> None:
-        """Drain the outbox in order, then make sure the caller's own message went out: another
-        drainer holding it may still fail, so wait for it to be gone or claim it ourselves."""
-        self._drain_once(channel)
-        own = self.own_path
-        while own is not None and own.exists() and self._in_time():
-            if self.stop.wait(_CLAIM_POLL_SECONDS):
-                return
-            channel.keep_alive()
-            if self._deliver(channel, own):
-                self.outbox.sync()
-        if self.extra is not None and self._in_time():
-            channel.publish(self.extra)
-            self.own_delivered = True
-            self.delivered += 1
 
-    def drain_until_empty(self, channel: BrokerChannel) -> None:
-        """Drain until the outbox is empty; files claimed by other drainers are waited for, since
-        a claim is released without delivery when its holder fails."""
-        while self._in_time():
-            if self._drain_once(channel):
-                continue
-            waiting = [p for p in self.outbox.pending() if p not in self.outbox.skipped]
-            if not waiting or self.stop.wait(_CLAIM_POLL_SECONDS):
-                return
-            channel.keep_alive()
+# ------------------------------------------------------------------------------- pika
+@contextlib.contextmanager
+def _confirming_channel(target: IsbTarget, seconds_left: float) -> Iterator[Any]:
+    """A channel with publisher confirms on a fresh connection, the topology declared."""
+    import pika
+    from pika import exceptions as errors
+
+    deadline = time.monotonic() + seconds_left
+    # A broker that accepts and never answers gets a second chance within a long bound.
+    step = max(0.05, min(seconds_left, _CONNECT_TIMEOUT_MAX))
+    parameters = pika.ConnectionParameters(
+        host=host_for_connecting(target.host),
+        port=target.port,
+        virtual_host=target.virtual_host,
+        credentials=pika.PlainCredentials(target.username, target.password),
+        connection_attempts=1,  # the loop of Delivery retries, with backoff and a deadline
+        retry_delay=0,
+        socket_timeout=step,
+        stack_timeout=step,
+        blocked_connection_timeout=max(0.05, seconds_left),
+        heartbeat=max(1, min(60, math.ceil(target.publish_timeout))),
+        client_properties={"connection_name": "dkist-processing-core isb producer"},
+    )
+    try:
+        connection = pika.BlockingConnection(parameters)
+    except (errors.ProbableAuthenticationError, errors.ProbableAccessDeniedError) as error:
+        # pika also says "probable authentication error" for any connection lost during the
+        # login stage (a restarting broker); only the broker's explicit refusal is final.
+        if "ACCESS_REFUSED" not in str(error) and "NOT_ALLOWED" not in str(error):
+            raise
+        if isinstance(error, errors.ProbableAuthenticationError):
+            what = f"the credentials of user {target.username!r}"
+            fix = "check ISB_USERNAME and ISB_PASSWORD"
+        else:
+            what = f"user {target.username!r} access to virtual host {target.virtual_host!r}"
+            fix = "check the user's permissions"
+        raise FatalBrokerError(
+            f"ISB broker {target.broker} refused {what} ({error}); {fix}"
+        ) from None
+    try:
+        _cut_at(connection, deadline)
+        channel = connection.channel()
+        try:
+            if target.exchange:
+                channel.exchange_declare(target.exchange, exchange_type="direct", durable=True)
+            if target.declare_queue:
+                arguments = {"x-queue-type": target.queue_type}
+                channel.queue_declare(target.queue, durable=True, arguments=arguments)
+                channel.queue_bind(target.queue, target.exchange, routing_key=target.routing_key)
+            channel.confirm_delivery()
+        except errors.ChannelClosedByBroker as error:
+            if error.reply_code not in (403, 406, 530):
+                raise
+            raise FatalBrokerError(
+                f"ISB broker {target.broker} rejected the topology for user {target.username!r} "
+                f"(exchange {target.exchange!r}, queue {target.queue!r}, x-queue-type "
+                f"{target.queue_type!r}): ({error.reply_code}) {error.reply_text}; check "
+                "ISB_EXCHANGE, ISB_QUEUE_TYPE and the user's permissions"
+            ) from None
+        yield channel
+    finally:
+        if connection.is_open:
+            with contextlib.suppress(Exception):  # closing a broken connection may fail
+                connection.close()
+
+
+def _cut_at(connection: Any, deadline: float) -> None:
+    """End the connection at ``deadline``, whatever pika is waiting for.
+
+    A broker that goes silent after the handshake (mid-declare, mid-publish) would hold the
+    thread until heartbeats notice (the bound plus 5 s and more). pika's public ``call_later``
+    and ``add_callback_threadsafe`` run their callbacks only inside ``process_data_events``, never
+    while ``basic_publish`` waits for its confirm, so the timer goes on the I/O loop underneath,
+    the hook pika's own heartbeat checker uses to end a dead connection. Without that hook
+    (another pika), the heartbeats still end it, later.
+    """
+    impl = getattr(connection, "_impl", None)
+    call_later = getattr(impl, "_adapter_call_later", None)
+    terminate = getattr(impl, "_terminate_stream", None)
+    if impl is None or call_later is None or terminate is None:  # pragma: no cover
+        return
+    from pika.exceptions import StreamLostError
+
+    def cut() -> None:
+        if not impl.is_closed:
+            with contextlib.suppress(Exception):  # a connection already going down
+                terminate(StreamLostError("ISB time bound reached"))
+
+    call_later(max(0.0, deadline - time.monotonic()), cut)
+
+
+def _publish(channel: Any, target: IsbTarget, envelope: dict[str, Any]) -> None:
+    """Publish one envelope's body and wait for the confirm; raises on nack, return or loss."""
+    import pika
+
+    created_ns = envelope.get("created_ns")  # optional, and may be null in an entry
+    channel.basic_publish(
+        exchange=target.exchange,
+        routing_key=target.routing_key,
+        body=json.dumps(envelope["body"]).encode("utf-8"),
+        properties=pika.BasicProperties(
+            content_type="application/json",
+            delivery_mode=pika.DeliveryMode.Persistent,
+            message_id=envelope.get("message_id") or uuid.uuid4().hex,
+            timestamp=(time.time_ns() if created_ns is None else created_ns) // 1_000_000_000,
+            app_id="dkist-processing-core",
+        ),
+        mandatory=True,
+    )
+
+
+def _describe(error: BaseException) -> str:
+    from pika import exceptions as errors
+
+    if isinstance(error, errors.UnroutableError):
+        return (
+            "message returned as unroutable: no queue is bound to the exchange with this routing "
+            "key"
+        )
+    if isinstance(error, errors.NackError):
+        return "message nacked by the broker"
+    text = str(error) or repr(error)
+    name = type(error).__name__
+    return text if text.startswith(name) else f"{name}: {text}"

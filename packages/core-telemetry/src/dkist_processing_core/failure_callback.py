@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import logging
 import uuid
+from collections.abc import Callable
 from collections.abc import Mapping
 from typing import TYPE_CHECKING
 from typing import Any
@@ -106,50 +107,35 @@ def failure_report_body(
 ) -> dict[str, Any]:
     """The JSON body of a failure report; unknown context values become ``None``."""
     context = context if isinstance(context, Mapping) else {}
+    ti = _first(lambda: context.get("task_instance"), lambda: context.get("ti"))
+    run_id = _first(
+        lambda: context.get("run_id"),
+        lambda: getattr(context.get("dag_run"), "run_id", None),
+        lambda: ti.run_id,
+    )
+    # Airflow 3: both the scheduler's TaskInstance and the task SDK's RuntimeTaskInstance have a
+    # ``log_url`` property built from [api] base_url; it can fail if the configuration is broken.
+    log_url = _first(lambda: ti.log_url)
     return {
         "conversationId": uuid.uuid4().hex,
         "workflowName": workflow_name,
         "workflowVersion": workflow_version,
         "taskName": task_name,
-        "dagRunId": _dag_run_id(context),
-        "logUrl": _log_url(context),
+        "dagRunId": None if run_id is None else str(run_id),
+        "logUrl": None if log_url is None else str(log_url),
     }
 
 
-def _dag_run_id(context: Mapping[str, Any]) -> str | None:
-    run_id = _safe_get(context, "run_id")
-    if run_id is None:
-        run_id = _safe_attr(_safe_get(context, "dag_run"), "run_id")
-    if run_id is None:
-        run_id = _safe_attr(_task_instance(context), "run_id")
-    return None if run_id is None else str(run_id)
-
-
-def _log_url(context: Mapping[str, Any]) -> str | None:
-    # Airflow 3: both the scheduler's TaskInstance and the task SDK's RuntimeTaskInstance have a
-    # ``log_url`` property built from [api] base_url; it can fail if the configuration is broken.
-    url = _safe_attr(_task_instance(context), "log_url")
-    return None if url is None else str(url)
-
-
-def _task_instance(context: Mapping[str, Any]) -> Any:
-    ti = _safe_get(context, "task_instance")
-    return ti if ti is not None else _safe_get(context, "ti")
-
-
-def _safe_get(context: Mapping[str, Any], key: str) -> Any:
-    try:
-        return context.get(key)
-    except Exception:  # Airflow's lazy context values may raise on access
-        logger.debug("context value %r is not available", key, exc_info=True)
-        return None
-
-
-def _safe_attr(obj: Any, name: str) -> Any:
-    if obj is None:
-        return None
-    try:
-        return getattr(obj, name, None)
-    except Exception:  # a property that needs a database or configuration may raise
-        logger.debug("%s.%s is not available", type(obj).__name__, name, exc_info=True)
-        return None
+def _first(*reads: Callable[[], Any]) -> Any:
+    """The first value of ``reads`` that is not ``None`` and does not raise, else ``None``."""
+    for read in reads:
+        try:
+            value = read()
+        except AttributeError:  # no such attribute, or no such object (None)
+            continue
+        except Exception:  # lazy context values and properties may need a database or settings
+            logger.debug("a context value is not available", exc_info=True)
+            continue
+        if value is not None:
+            return value
+    return None

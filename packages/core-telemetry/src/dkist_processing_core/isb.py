@@ -31,8 +31,8 @@ pika and the configuration are imported only when a message is published, so imp
 module costs nothing in the Airflow scheduler.
 
 This module is the public API; the parts live beside it: ``_isb_target`` (where to publish and
-the limits), ``_isb_delivery`` (the bounded, retrying worker thread), ``_isb_transport`` (pika:
-topology, confirms, error mapping) and ``isb_outbox`` (the durable outbox).
+the limits), ``_isb_delivery`` (the bounded, retrying job over one confirming pika channel) and
+``isb_outbox`` (the durable outbox and the checks of its entries).
 """
 
 from __future__ import annotations
@@ -47,7 +47,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from dkist_processing_core._isb_delivery import BoundedDelivery
+from dkist_processing_core._isb_delivery import Delivery
 from dkist_processing_core._isb_target import FAILURE_QUEUE
 from dkist_processing_core._isb_target import FAILURE_ROUTING_KEY
 from dkist_processing_core._isb_target import MAX_SECONDS
@@ -102,7 +102,6 @@ class FlushResult:
         return self.delivered
 
 
-# ------------------------------------------------------------------------------- public API
 def publish(
     body: Mapping[str, Any], target: IsbTarget | None = None, *, message_id: str | None = None
 ) -> PublishResult:
@@ -118,24 +117,25 @@ def publish(
     started = time.monotonic()
     target = target or IsbTarget.from_configuration()
     message_id, envelope = _envelope(body, message_id, target.exchange, target.routing_key)
-    body = envelope["body"]
     outbox = target.outbox
-    own_path: Path | None
+    own: Path | None = None
     try:
-        own_path = outbox.put(envelope)
-    except OutboxError as error:
-        own_path = None
-        logger.error("%s; publishing message %s without a safety copy", error, message_id)
-
-    run = BoundedDelivery(target, outbox, started=started, bound=target.publish_timeout)
-    run.own_path = own_path
-    if own_path is None:
-        run.extra = envelope
-    run.execute(work=run.deliver_outbox)
-
-    delivered = run.own_delivered or (own_path is not None and not own_path.exists())
-    drained = run.delivered - (1 if run.own_delivered else 0)
+        own = outbox.put(envelope)
+    except OutboxError as problem:
+        logger.error("%s; publishing message %s without a safety copy", problem, message_id)
+    job = Delivery(
+        target,
+        outbox,
+        started=started,
+        bound=target.publish_timeout,
+        own=own,
+        extra=None if own else envelope,
+    )
+    job.run()
+    delivered = job.own_delivered or (own is not None and not own.exists())
+    drained = job.delivered - (1 if job.own_delivered else 0)
     duration = time.monotonic() - started
+    error = job.error or "no confirm before the time bound"
     if delivered:
         logger.info(
             "ISB message %s confirmed by %s (exchange %r, routing key %r) after %d attempt(s) "
@@ -144,39 +144,38 @@ def publish(
             target.broker,
             target.exchange,
             target.routing_key,
-            run.attempts,
+            job.attempts,
             duration,
             f"; {drained} older outbox message(s) delivered first" if drained else "",
         )
-    elif own_path is not None:
+    elif own is not None:
         logger.warning(
             "ISB message %s not confirmed by %s within %.1f s (%s); kept in the outbox at %s. "
             "It is sent by the next successful publish or by `dkist-processing-core isb flush`.",
             message_id,
             target.broker,
             target.publish_timeout,
-            run.error or "no confirm before the time bound",
-            own_path,
+            error,
+            own,
         )
-    else:
-        # Last resort: both the broker and the outbox failed. The log line carries the message.
+    else:  # Last resort: both the broker and the outbox failed. The log line carries the message.
         logger.critical(
             "ISB message %s LOST unless recovered from this line: not confirmed by %s (%s) and "
             "the outbox %s is not writable; body: %s",
             message_id,
             target.broker,
-            run.error or "no confirm before the time bound",
+            error,
             target.outbox_dir,
-            json.dumps(body),
+            json.dumps(envelope["body"]),
         )
     return PublishResult(
         message_id=message_id,
         delivered=delivered,
-        outbox_path=None if delivered else own_path,
-        attempts=run.attempts,
+        outbox_path=None if delivered else own,
+        attempts=job.attempts,
         drained=drained,
         duration=duration,
-        error=None if delivered else (run.error or "time bound reached"),
+        error=None if delivered else (job.error or "time bound reached"),
     )
 
 
@@ -242,7 +241,6 @@ def flush_outbox(target: IsbTarget | None = None, *, timeout: float | None = Non
             timeout, "flush_outbox timeout (isb flush --timeout)", positive=True
         )
     target = target or IsbTarget.from_configuration()
-    bound = target.publish_timeout if timeout is None else timeout
     outbox = target.outbox
     outbox.recover_stale_temporaries()
     if not outbox.pending():
@@ -250,11 +248,12 @@ def flush_outbox(target: IsbTarget | None = None, *, timeout: float | None = Non
         return FlushResult(
             delivered=0, remaining=0, attempts=0, duration=time.monotonic() - started
         )
-    run = BoundedDelivery(target, outbox, started=started, bound=bound)
-    run.execute(work=run.drain_until_empty)
+    bound = target.publish_timeout if timeout is None else timeout
+    job = Delivery(target, outbox, started=started, bound=bound, flush=True)
+    job.run()
     remaining = len(outbox.pending())
     duration = time.monotonic() - started
-    error = run.error
+    error = job.error
     skipped = sum(1 for path in outbox.skipped if os.path.lexists(path))
     if remaining and skipped and not error:
         error = f"{skipped} entry(ies) this user never sends, named in the ERROR lines above"
@@ -262,16 +261,16 @@ def flush_outbox(target: IsbTarget | None = None, *, timeout: float | None = Non
     log(
         "ISB outbox %s: %d message(s) delivered to %s in %.2f s, %d remaining%s",
         outbox.directory,
-        run.delivered,
+        job.delivered,
         target.broker,
         duration,
         remaining,
         f" ({error})" if error and remaining else "",
     )
     return FlushResult(
-        delivered=run.delivered,
+        delivered=job.delivered,
         remaining=remaining,
-        attempts=run.attempts,
+        attempts=job.attempts,
         duration=duration,
         error=error if remaining else None,
     )

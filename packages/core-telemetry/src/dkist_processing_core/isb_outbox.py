@@ -41,13 +41,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from dkist_processing_core._isb_envelope import ENVELOPE_FORMAT
-from dkist_processing_core._isb_envelope import MAX_BODY_BYTES
-from dkist_processing_core._isb_envelope import MAX_FILE_BYTES
-from dkist_processing_core._isb_envelope import MAX_SHORT_STRING_BYTES
-from dkist_processing_core._isb_envelope import InvalidMessageError
-from dkist_processing_core._isb_envelope import check_envelope
-from dkist_processing_core._isb_envelope import parse_entry
+from dkist_processing_core._text_rules import MAX_SHORT_STRING_BYTES
+from dkist_processing_core._text_rules import check_short_string
 from dkist_processing_core.errors import DKISTProcessingCoreError
 
 __all__ = [
@@ -64,9 +59,15 @@ __all__ = [
 
 logger = logging.getLogger("dkist_processing_core.isb")
 
+ENVELOPE_FORMAT = 1
+#: Largest JSON body sent; a failure report is well under 1 KiB.
+MAX_BODY_BYTES = 1 << 20
+# Largest entry file read: the body (no longer in the file than on the wire) plus the envelope.
+_MAX_FILE_BYTES = MAX_BODY_BYTES + 16384
+# created_ns: nanoseconds since 1970 in a signed 64-bit integer (until the year 2262).
+_MAX_CREATED_NS = 2**63 - 1
 _FINAL_NAME = re.compile(r"^\d{20}-\d+-[0-9a-f]{32}\.json$")
 _TEMP_PREFIX = ".tmp-"
-_REJECTED = "rejected"
 # A temporary file this old belongs to a writer that died between fsync and rename.
 _STALE_TEMP_SECONDS = 600.0
 
@@ -80,13 +81,64 @@ class OutboxError(DKISTProcessingCoreError, OSError):
     """The outbox folder cannot be written (permissions, full disk, read-only file system)."""
 
 
+class InvalidMessageError(DKISTProcessingCoreError, ValueError):
+    """A message that no broker can ever accept; the text names the field and the limit."""
+
+
+# ------------------------------------------------------------------------------- the envelope
+def check_envelope(envelope: object) -> dict[str, Any]:
+    """Return ``envelope`` if it can be stored and sent, else raise :class:`InvalidMessageError`.
+
+    ``format`` must be 1 and ``body`` a JSON object in strict JSON (no NaN or infinity, valid
+    Unicode) of at most :data:`MAX_BODY_BYTES` bytes as sent. Optional fields: ``message_id``
+    (1 to 255 bytes of UTF-8), ``created_ns`` (an integer from 0 to 2**63 - 1), ``exchange`` and
+    ``routing_key`` (at most 255 bytes of UTF-8; kept for inspection). Other fields are ignored.
+    """
+    if not isinstance(envelope, dict):
+        raise InvalidMessageError(f"the envelope is a {type(envelope).__name__}, not a JSON object")
+    version = envelope.get("format")
+    if type(version) is not int or version != ENVELOPE_FORMAT:
+        raise InvalidMessageError(
+            f"field 'format' is {version!r:.40}; this version reads format {ENVELOPE_FORMAT}"
+        )
+    body = envelope.get("body")
+    if not isinstance(body, dict):
+        raise InvalidMessageError(f"field 'body' must be a JSON object, not {type(body).__name__}")
+    try:
+        sent = json.dumps(body, allow_nan=False)
+        json.dumps(body, ensure_ascii=False).encode("utf-8")  # as stored: a lone surrogate fails
+    except (TypeError, ValueError, RecursionError) as error:
+        raise InvalidMessageError(f"field 'body' is not strict JSON: {error}") from None
+    if len(sent) > MAX_BODY_BYTES:
+        raise InvalidMessageError(
+            f"field 'body' is {len(sent)} bytes of JSON; at most {MAX_BODY_BYTES} are sent"
+        )
+    for name in ("message_id", "exchange", "routing_key"):
+        try:
+            if envelope.get(name) is not None:
+                check_short_string(
+                    envelope[name], f"field {name!r}", allow_empty=name != "message_id"
+                )
+        except ValueError as error:  # not text, not UTF-8, or too long
+            raise InvalidMessageError(str(error)) from None
+    created_ns = envelope.get("created_ns")
+    if created_ns is not None and not (
+        type(created_ns) is int and 0 <= created_ns <= _MAX_CREATED_NS
+    ):
+        raise InvalidMessageError(
+            "field 'created_ns' must be an integer from 0 to 2**63 - 1 (nanoseconds since 1970), "
+            f"got {created_ns!r:.40}"
+        )
+    return envelope
+
+
+# ------------------------------------------------------------------------------- the folder
 @dataclass
 class ClaimedMessage:
     """A message file this process holds the claim on; :meth:`done` deletes it."""
 
     path: Path
     envelope: dict[str, Any]
-    _fd: int
     _outbox: Outbox
 
     def done(self) -> None:
@@ -109,7 +161,6 @@ class Outbox:
     def __repr__(self) -> str:
         return f"Outbox({str(self.directory)!r})"
 
-    # ----------------------------------------------------------------------------- writing
     def put(self, envelope: dict[str, Any]) -> Path:
         """Store one message durably and return its file.
 
@@ -117,20 +168,15 @@ class Outbox:
         """
         data = json.dumps(check_envelope(envelope), ensure_ascii=False).encode("utf-8")
         name = f"{time.time_ns():020d}-{os.getpid()}-{uuid.uuid4().hex}.json"
-        final = self.directory / name
-        temp = self.directory / f"{_TEMP_PREFIX}{name}"
+        final, temp = self.directory / name, self.directory / f"{_TEMP_PREFIX}{name}"
         try:
             self.directory.parent.mkdir(parents=True, exist_ok=True)
             self.directory.mkdir(mode=0o700, exist_ok=True)
             self._check_folder()
-            fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            try:
-                view = memoryview(data)
-                while view:
-                    view = view[os.write(fd, view) :]
-                os.fsync(fd)
-            finally:
-                os.close(fd)
+            with open(temp, "xb", opener=lambda path, flags: os.open(path, flags, 0o600)) as file:
+                file.write(data)
+                file.flush()
+                os.fsync(file.fileno())
             try:
                 os.rename(temp, final)
             except FileNotFoundError:
@@ -145,7 +191,6 @@ class Outbox:
             ) from error
         return final
 
-    # ----------------------------------------------------------------------------- reading
     def pending(self) -> list[Path]:
         """Message files waiting in the outbox, oldest first."""
         try:
@@ -161,7 +206,7 @@ class Outbox:
     @contextlib.contextmanager
     def claim(self, path: Path) -> Iterator[ClaimedMessage | None]:
         """Claim ``path`` for delivery; yields ``None`` if it is gone or claimed by someone else,
-        or if it can never be sent (it is then moved to ``rejected/``)."""
+        if it is another user's, or if it can never be sent (it is then moved to ``rejected/``)."""
         try:
             fd = _open_entry(path)
         except FileNotFoundError:
@@ -172,36 +217,44 @@ class Outbox:
             yield None
             return
         try:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                yield None
-                return
-            except OSError as error:  # e.g. ENOLCK: no locks on this file system
-                logger.error(
-                    "cannot lock outbox file %s (%s); put ISB_OUTBOX_DIR on a local file system",
-                    path,
-                    error,
-                )
-                yield None
-                return
-            if not _same_file(path, fd):  # delivered and removed by another reader meanwhile
-                yield None
-                return
-            foreign = _not_ours(os.fstat(fd))
-            if foreign is not None:
-                self._skip_foreign(path, foreign)
-                yield None
-                return
-            try:
-                envelope = check_envelope(parse_entry(_read_entry(fd)))
-            except InvalidMessageError as error:
-                self.reject(path, str(error))
-                yield None
-                return
-            yield ClaimedMessage(path=path, envelope=envelope, _fd=fd, _outbox=self)
+            yield self._lock_and_read(path, fd)
         finally:
             os.close(fd)  # releases the lock
+
+    def _lock_and_read(self, path: Path, fd: int) -> ClaimedMessage | None:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return None
+        except OSError as error:  # e.g. ENOLCK: no locks on this file system
+            logger.error(
+                "cannot lock outbox file %s (%s); put ISB_OUTBOX_DIR on a local file system",
+                path,
+                error,
+            )
+            return None
+        try:
+            if not os.path.samestat(os.stat(path), os.fstat(fd)):
+                return None  # the name is another file's now
+        except FileNotFoundError:
+            return None  # delivered and removed by another reader meanwhile
+        foreign = _not_ours(os.fstat(fd))
+        if foreign is not None:
+            self.skipped.add(path)
+            logger.error(
+                "outbox entry %s is never sent by this user, because %s: only this user's own "
+                "entries are published with its credentials; it is left untouched (remove it, or "
+                "flush it as its owner)",
+                path,
+                foreign,
+            )
+            return None
+        try:
+            envelope = check_envelope(_read_entry(fd))
+        except InvalidMessageError as error:
+            self.reject(path, str(error))
+            return None
+        return ClaimedMessage(path, envelope, self)
 
     def sync(self) -> None:
         """Make deletions durable (one directory fsync after a batch of deliveries)."""
@@ -213,22 +266,19 @@ class Outbox:
     def recover_stale_temporaries(self) -> int:
         """Give final names to complete temporary files whose writer died before the rename."""
         try:
-            names = os.listdir(self.directory)
+            names = [name for name in os.listdir(self.directory) if name.startswith(_TEMP_PREFIX)]
         except OSError:
             return 0
         recovered = 0
-        now = time.time()
         for name in names:
-            if not name.startswith(_TEMP_PREFIX):
-                continue
             temp = self.directory / name
             try:
                 status = temp.lstat()
-                if now - status.st_mtime < _STALE_TEMP_SECONDS or _not_ours(status):
+                if time.time() - status.st_mtime < _STALE_TEMP_SECONDS or _not_ours(status):
                     continue
                 fd = _open_entry(temp)
                 try:
-                    check_envelope(parse_entry(_read_entry(fd)))
+                    check_envelope(_read_entry(fd))
                 finally:
                     os.close(fd)
                 # A clock set before 1970 must not give a name that sorts out of sight.
@@ -248,7 +298,7 @@ class Outbox:
 
     def reject(self, path: Path, reason: str) -> None:
         """Move an entry that can never be sent to ``rejected/``, saying why; never delete it."""
-        folder = self.directory / _REJECTED
+        folder = self.directory / "rejected"
         target = folder / path.name
         try:
             folder.mkdir(mode=0o700, exist_ok=True)
@@ -274,16 +324,6 @@ class Outbox:
             path,
             reason,
             target,
-        )
-
-    def _skip_foreign(self, path: Path, why: str) -> None:
-        self.skipped.add(path)
-        logger.error(
-            "outbox entry %s is never sent by this user, because %s: only this user's own entries "
-            "are published with its credentials; it is left untouched (remove it, or flush it as "
-            "its owner)",
-            path,
-            why,
         )
 
     def _check_folder(self) -> None:
@@ -342,25 +382,19 @@ def _not_ours(status: os.stat_result) -> str | None:
     return None
 
 
-def _same_file(path: Path, fd: int) -> bool:
+def _read_entry(fd: int) -> object:
+    """The JSON value of an entry file; InvalidMessageError if it is too large or not JSON."""
+    data = b""
     try:
-        current = os.stat(path)
-    except FileNotFoundError:
-        return False
-    opened = os.fstat(fd)
-    return (current.st_dev, current.st_ino) == (opened.st_dev, opened.st_ino)
-
-
-def _read_entry(fd: int) -> bytes:
-    """The file's bytes; InvalidMessageError if it is larger than any valid entry."""
-    chunks = []
-    size = 0
-    try:
-        while chunk := os.read(fd, 65536):
-            chunks.append(chunk)
-            size += len(chunk)
-            if size > MAX_FILE_BYTES:
-                raise InvalidMessageError(f"the file is larger than {MAX_FILE_BYTES} bytes")
+        while len(data) <= _MAX_FILE_BYTES and (chunk := os.read(fd, 65536)):
+            data += chunk
     except OSError as error:
         raise InvalidMessageError(f"the file cannot be read ({error})") from None
-    return b"".join(chunks)
+    if len(data) > _MAX_FILE_BYTES:
+        raise InvalidMessageError(f"the file is larger than {_MAX_FILE_BYTES} bytes")
+    try:
+        return json.loads(data)
+    except RecursionError:
+        raise InvalidMessageError("the file's JSON is nested too deeply") from None
+    except ValueError as error:  # UnicodeDecodeError included
+        raise InvalidMessageError(f"the file is not JSON ({error})") from None
