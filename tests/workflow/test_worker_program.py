@@ -2,7 +2,7 @@
 
 ``dkist_processing_core.worker`` is a module of the core-task wheel (no other wheel carries worker
 files); it is run by the interpreter that runs Airflow and imports nothing beyond the standard
-library and ``dkist_processing_core``. A task of an exported DAG carries the constant
+library, ``dkist_processing_core`` and ``packaging.version`` (:data:`BEYOND_STDLIB`). A task of an exported DAG carries the constant
 :data:`~dkist_processing_core.worker.WORKER_COMMAND` and a handful of short environment variables,
 never the program's text. What it prints is one event per line (:func:`read_events`).
 """
@@ -38,6 +38,10 @@ TASK_ENV_KEYS = {
     "DKIST_PIP_TIMEOUT",
     "DKIST_PIP_RETRIES",
 }
+#: All the worker may import beyond the standard library and dkist_processing_core: PEP 440 versions
+#: (core-task's dependency, and Airflow's); never packaging.utils or .requirements, which import
+#: packaging.tags, logging and platform (8 to 15 ms more per task start; docs/decisions.md).
+BEYOND_STDLIB = {"packaging", "packaging.version", "packaging._structures"}
 #: Runs ``python -m dkist_processing_core.worker ARGS`` the way ``-m`` does, then reports on
 #: stderr (after the worker's own output) every module the worker imported.
 IMPORT_RECORDER = """\
@@ -79,6 +83,18 @@ def test_the_worker_program_ships_once_in_the_core_task_wheel(tmp_path):
     [
         # the recipe run id is checked before anything is installed: exit 2
         (["run"], {"RECIPE_RUN_ID": "1; touch marker"}, 2, "dkist_processing_core.worker._steps"),
+        # a valid id: the requirement's version is read (PEP 440), then refused: exit 2
+        (
+            ["run"],
+            {
+                "RECIPE_RUN_ID": "1",
+                "DKIST_TASK": "pipe.tasks.Fetch",
+                "DKIST_REQUIREMENT": "pipe[frozen]==dev",
+                "AIRFLOW_CTX_DAG_ID": "w_dev",
+            },
+            2,
+            "packaging.version",
+        ),
         (
             ["gc", "--max-age", "7d"],
             {"DKIST_VENV_CACHE_DIR": "{tmp}"},
@@ -86,7 +102,7 @@ def test_the_worker_program_ships_once_in_the_core_task_wheel(tmp_path):
             "dkist_processing_core.worker._gc",
         ),
     ],
-    ids=["run", "gc"],
+    ids=["run", "run-requirement", "gc"],
 )
 def test_the_worker_imports_the_standard_library_and_dkist_processing_core_only(
     tmp_path, arguments, variables, status, module
@@ -110,6 +126,7 @@ def test_the_worker_imports_the_standard_library_and_dkist_processing_core_only(
         for name in imported
         if name.partition(".")[0] not in sys.stdlib_module_names
         and name.partition(".")[0] != "dkist_processing_core"
+        and name not in BEYOND_STDLIB
     ]
     assert foreign == []
     # the real command, as a worker runs it: the same exit status and one error event

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import re
 
+from dkist_processing_core._pinned import parse_pinned
+
 __all__ = [
     "BASE_IMAGE_PYTHONS",
     "BASE_IMAGE_REPOSITORY",
@@ -25,10 +27,6 @@ NOTEBOOK_FOLDER = "notebooks"
 
 # registry/path:tag@digest, the characters Docker allows in an image reference.
 _IMAGE_RE = re.compile(r"[a-z0-9][a-z0-9._/:@-]*(?::[A-Za-z0-9_.-]+)?(?:@sha256:[0-9a-f]{64})?")
-# "name[extra,extra]==version" with PEP 508 names and PEP 440 public versions (checked by the caller).
-_REQUIREMENT_RE = re.compile(
-    r"[A-Za-z0-9][A-Za-z0-9._-]*(?:\[[A-Za-z0-9._,-]+\])?==[A-Za-z0-9.+!_-]+"
-)
 
 
 def validate_base_image(image: str) -> str:
@@ -72,7 +70,7 @@ def notebook_dockerfile(
     """Dockerfile text: base Jupyter image, pinned pip install, the notebooks, notebook mode on."""
     validate_base_image(base_image)
     for requirement in requirements:
-        if not _REQUIREMENT_RE.fullmatch(requirement):
+        if parse_pinned(requirement) is None:
             raise ValueError(f"{requirement!r} is not a pinned requirement name[extras]==version")
     install = " \\\n        ".join(f'"{requirement}"' for requirement in requirements)
     return (

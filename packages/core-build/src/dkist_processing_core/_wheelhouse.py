@@ -11,9 +11,9 @@ folder together with all their third-party dependencies, so that ``PIP_NO_INDEX=
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import json
-import re
 import subprocess
 import sys
 from collections.abc import Callable
@@ -24,6 +24,7 @@ from pathlib import Path
 from urllib.parse import unquote
 from urllib.parse import urlparse
 
+from dkist_processing_core._pinned import canonical_name
 from dkist_processing_core.errors import DKISTProcessingCoreError
 
 __all__ = ["WheelhouseError", "ensure_wheelhouse", "has_wheel", "local_sources"]
@@ -31,10 +32,6 @@ __all__ = ["WheelhouseError", "ensure_wheelhouse", "has_wheel", "local_sources"]
 
 class WheelhouseError(DKISTProcessingCoreError, RuntimeError):
     """The wheelhouse could not be built."""
-
-
-def _canonical(name: str) -> str:
-    return re.sub(r"[-_.]+", "-", name).lower()
 
 
 def _local_folder(dist: Distribution) -> Path | None:
@@ -69,7 +66,7 @@ def local_sources(distribution: str, extras: list[str]) -> dict[str, Path]:
     todo: list[tuple[str, set[str]]] = [(distribution, set(extras))]
     while todo:
         name, wanted_extras = todo.pop()
-        key = _canonical(name) + "[" + ",".join(sorted(wanted_extras)) + "]"
+        key = canonical_name(name) + "[" + ",".join(sorted(wanted_extras)) + "]"
         if key in seen:
             continue
         seen.add(key)
@@ -96,11 +93,17 @@ def local_sources(distribution: str, extras: list[str]) -> dict[str, Path]:
 
 
 def has_wheel(folder: Path, distribution: str, version: str) -> bool:
-    """True if ``folder`` holds a wheel of ``distribution`` at ``version``."""
-    prefix = f"{re.sub(r'[-_.]+', '_', distribution).lower()}-{version}-"
-    return folder.is_dir() and any(
-        path.name.lower().startswith(prefix) for path in folder.glob("*.whl")
-    )
+    """True if ``folder`` holds a wheel of ``distribution`` at ``version`` (as pip compares them)."""
+    from packaging.utils import InvalidWheelFilename
+    from packaging.utils import parse_wheel_filename
+    from packaging.version import Version
+
+    wanted = (canonical_name(distribution), Version(version))
+    for path in folder.glob("*.whl") if folder.is_dir() else ():
+        with contextlib.suppress(InvalidWheelFilename):
+            if parse_wheel_filename(path.name)[:2] == wanted:
+                return True
+    return False
 
 
 def ensure_wheelhouse(
@@ -135,12 +138,8 @@ def ensure_wheelhouse(
     folder.mkdir(parents=True, exist_ok=True)
     requirements = []
     for name, source in sources.items():
-        wanted = (
-            f"[{','.join(extras)}]"
-            if _canonical(name) == _canonical(distribution) and extras
-            else ""
-        )
-        requirements.append(f"{source}{wanted}")
+        same = canonical_name(name) == canonical_name(distribution)
+        requirements.append(f"{source}[{','.join(extras)}]" if same and extras else str(source))
     command = [sys.executable, "-m", "pip", "wheel", "--quiet", "--wheel-dir", str(folder)]
     if importlib.util.find_spec("hatchling") is not None:
         command.append(

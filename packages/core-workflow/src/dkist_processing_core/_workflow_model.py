@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 from typing import Any
 
+from dkist_processing_core._atomic import write_atomically
 from dkist_processing_core.naming import MAX_VERSION_LENGTH
 from dkist_processing_core.naming import NamingError
 from dkist_processing_core.naming import dag_name
@@ -254,19 +255,17 @@ class Workflow:
 
     def export_dag(self, path: str | Path | None = None) -> Path:
         """Write ``{dag_name}.py`` into folder ``path`` (default ``dags/``) and return its path."""
-        from dkist_processing_core.export import write_text_atomically
         from dkist_processing_core.export.dag import render_dag
 
         folder = Path("dags") if path is None else Path(path)
-        return write_text_atomically(folder, f"{self.dag_name}.py", render_dag(self))
+        return _write_into(folder, f"{self.dag_name}.py", render_dag(self))
 
     def export_notebook(self, path: str | Path | None = None) -> Path:
         """Write ``{dag_name}.ipynb`` into folder ``path`` (default ``notebooks/``) and return its path."""
-        from dkist_processing_core.export import write_text_atomically
         from dkist_processing_core.export.notebook import render_notebook
 
         folder = Path("notebooks") if path is None else Path(path)
-        return write_text_atomically(folder, f"{self.dag_name}.ipynb", render_notebook(self))
+        return _write_into(folder, f"{self.dag_name}.ipynb", render_notebook(self))
 
     def load(self) -> Any:
         """The Airflow ``DAG`` of this workflow, built from the same file :meth:`export_dag` writes."""
@@ -279,3 +278,9 @@ class Workflow:
             f"Workflow(name={self.workflow_name!r}, version={self.workflow_version!r}, "
             f"package={self.workflow_package!r}, nodes={[node.task_id for node in self._nodes]})"
         )
+
+
+def _write_into(folder: Path, file_name: str, text: str) -> Path:
+    """Write ``text`` to ``folder/file_name`` at once (the folder is created if need be)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    return write_atomically(folder / file_name, text)

@@ -21,6 +21,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 from typing import Any
 
+from dkist_processing_core._pinned import canonical_name
+from dkist_processing_core._pinned import is_name
 from dkist_processing_core.errors import DKISTProcessingCoreError
 from dkist_processing_core.resource_queue import ResourceQueue
 
@@ -50,8 +52,6 @@ _IDENTIFIER = r"[A-Za-z_][A-Za-z0-9_]*"
 _IDENTIFIER_RE = re.compile(_IDENTIFIER)
 #: A dotted Python module or package name such as ``my_pipeline.workflows``.
 DOTTED_NAME_RE = re.compile(rf"{_IDENTIFIER}(?:\.{_IDENTIFIER})*")
-# PEP 508 names (distributions and extras), ASCII only.
-_PEP508_NAME_RE = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9._-]*[A-Za-z0-9])?")
 _MAX_EXTRA_LENGTH = 64
 _MAX_RETRY_DELAY_SECONDS = 7 * 24 * 3600
 _MAX_RETRIES = 1000
@@ -100,10 +100,6 @@ def _installed_distribution_name(name: str) -> str | None:
         return None
 
 
-def _canonical(name: str) -> str:
-    return re.sub(r"[-_.]+", "-", name).lower()
-
-
 def _outside_installed_packages(top_level: str) -> bool:
     """True if the imported package lives outside every site-packages folder (a source tree on
     ``sys.path``): no distribution's RECORD can list it, so there is nothing to look up."""
@@ -139,10 +135,10 @@ def pipeline_distribution(workflow_package: str) -> str:
         chosen = candidates[0]
     else:
         for candidate in candidates:
-            if _canonical(candidate) == _canonical(top_level):
+            if canonical_name(candidate) == canonical_name(top_level):
                 chosen = candidate
                 break
-    if not _PEP508_NAME_RE.fullmatch(chosen):
+    if not is_name(chosen):
         raise WorkflowError(
             f"distribution name {chosen!r} of package {top_level!r} is not a valid PEP 508 name"
         )
@@ -245,11 +241,7 @@ def _validate_pip_extras(value: object, task_name: str) -> list[str]:
         ) from None
     extras: list[str] = []
     for extra in items:
-        if not (
-            isinstance(extra, str)
-            and len(extra) <= _MAX_EXTRA_LENGTH
-            and _PEP508_NAME_RE.fullmatch(extra)
-        ):
+        if not (isinstance(extra, str) and len(extra) <= _MAX_EXTRA_LENGTH and is_name(extra)):
             raise WorkflowError(
                 f"task {task_name}: pip extra {extra!r} is not a valid extra name (ASCII letters, digits, "
                 f"'.', '_' and '-', starting and ending with a letter or digit, at most {_MAX_EXTRA_LENGTH})"

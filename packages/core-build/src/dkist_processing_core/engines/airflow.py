@@ -25,6 +25,7 @@ from typing import IO
 from typing import TYPE_CHECKING
 from typing import ClassVar
 
+from dkist_processing_core._pinned import parse_version
 from dkist_processing_core.engines._children import ForwardedSignals
 from dkist_processing_core.engines._children import LineClipper
 from dkist_processing_core.engines._children import read_pieces
@@ -43,16 +44,6 @@ if TYPE_CHECKING:
 __all__ = ["AirflowEngine"]
 
 
-def _canonical_version(text: str) -> str | None:
-    from packaging.version import InvalidVersion
-    from packaging.version import Version
-
-    try:
-        return str(Version(text))
-    except InvalidVersion:
-        return None
-
-
 def _preflight(workflow: Workflow) -> str:
     """The installed version of the workflow's distribution, which must be the workflow's version."""
     distribution = workflow.distribution
@@ -63,8 +54,8 @@ def _preflight(workflow: Workflow) -> str:
             f"--engine airflow installs {distribution} into a venv per task, like a worker, but it is not "
             "installed here; install the pipeline (pip install -e <pipeline>) or use the local engine"
         ) from None
-    wanted = _canonical_version(workflow.workflow_version)
-    if wanted is None or wanted != _canonical_version(have):
+    wanted = parse_version(workflow.workflow_version)
+    if wanted is None or wanted != parse_version(have):
         raise RunError(
             f"--engine airflow: each task pip-installs {distribution}=={workflow.workflow_version} like a "
             f"worker does, but the installed {distribution} is version {have}; build the workflow at that "

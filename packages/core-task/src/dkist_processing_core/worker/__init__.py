@@ -4,8 +4,9 @@ Every task of an exported DAG runs the same short command, :data:`WORKER_COMMAND
 interpreter that runs Airflow (the DAG file puts its ``sys.executable`` into
 ``DKIST_WORKER_PYTHON``) runs ``python -m dkist_processing_core.worker run``. The program is part
 of core-task, which the Airflow side installs for it (it also brings core-telemetry, whose failure
-callback the DAG file imports), and imports nothing beyond the standard library and core-task's
-own small modules.
+callback the DAG file imports), and imports nothing beyond the standard library, core-task's
+own small modules and ``packaging.version`` (core-task's dependency, Airflow's too) to read the
+requirement's PEP 440 version once the recipe run id is checked.
 
 Steps (:mod:`._steps`): **prepare** (the recipe run id is checked first: exit 2 before anything is
 printed, installed or run), **set up** (the task's venv from ``python3`` on PATH, uv or pip,

@@ -28,6 +28,11 @@ import time
 from pathlib import Path
 from typing import Protocol
 
+from dkist_processing_core._atomic import fsync_folder
+from dkist_processing_core._atomic import write_atomically
+from dkist_processing_core._pinned import canonical_name
+from dkist_processing_core._pinned import is_public_release
+from dkist_processing_core._pinned import parse_pinned
 from dkist_processing_core.errors import DKISTProcessingCoreError
 from dkist_processing_core.worker._digest import content_digest
 from dkist_processing_core.worker._digest import stat_digest
@@ -42,22 +47,9 @@ MARKER_FORMAT = 3  # 2: with the content digest that verify checks; 3: .pyc by n
 MARKER_LIMIT = 64 * 1024 * 1024  # a marker lists the entry's distributions and file digests
 HOLD_GRACE_SECONDS = 3600.0
 OUTCOMES = ("off", "uncacheable", "hit", "built", "rebuilt", "error")
-_NAME = r"[A-Za-z0-9](?:[A-Za-z0-9._-]*[A-Za-z0-9])?"
-#: What a task installs: ``dist[extra,...]==version``.
-REQUIREMENT = re.compile(rf"({_NAME})(?:\[({_NAME}(?:,{_NAME})*)\])?==([A-Za-z0-9.!+_-]+)")
-# PEP 440 public release: no local part (+x) and no development release (.devN).
-_PUBLIC_RELEASE = re.compile(
-    r"(?:[0-9]+!)?[0-9]+(?:\.[0-9]+)*(?:[-_.]?(?:a|b|c|rc|alpha|beta|pre|preview)[-_.]?[0-9]*)?"
-    r"(?:-[0-9]+|[-_.]?(?:post|rev|r)[-_.]?[0-9]*)?",
-    re.IGNORECASE,
-)
 _NOT_KEYS = ("holds", "interpreters")
 _ENV_NAME = re.compile(r"env-[0-9a-f]{12}")
 _TRUE = {"1", "true", "yes", "on", "y"}
-
-
-def _canonical(name: str) -> str:
-    return re.sub(r"[-_.]+", "-", name).lower()
 
 
 def cache_key(requirement: str, interpreter: dict[str, object]) -> dict[str, object] | None:
@@ -65,14 +57,13 @@ def cache_key(requirement: str, interpreter: dict[str, object]) -> dict[str, obj
 
     ``interpreter`` is :func:`interpreter_facts` of the venv's base interpreter.
     """
-    match = REQUIREMENT.fullmatch(requirement)
-    if match is None or not _PUBLIC_RELEASE.fullmatch(match.group(3)):
+    pinned = parse_pinned(requirement)
+    if pinned is None or not is_public_release(pinned.version):
         return None
-    extras = sorted({_canonical(extra) for extra in (match.group(2) or "").split(",") if extra})
     return {
-        "distribution": _canonical(match.group(1)),
-        "extras": extras,
-        "version": match.group(3).lower(),
+        "distribution": canonical_name(pinned.name),
+        "extras": sorted({canonical_name(extra) for extra in pinned.extras}),
+        "version": pinned.version.lower(),
         "python": interpreter["python"],
         "interpreter": interpreter["interpreter"],
         "platform": interpreter["platform"],
@@ -81,8 +72,8 @@ def cache_key(requirement: str, interpreter: dict[str, object]) -> dict[str, obj
 
 def cacheable(requirement: str) -> bool:
     """Whether ``requirement`` names a public release (the only kind the cache keeps)."""
-    match = REQUIREMENT.fullmatch(requirement)
-    return match is not None and _PUBLIC_RELEASE.fullmatch(match.group(3)) is not None
+    pinned = parse_pinned(requirement)
+    return pinned is not None and is_public_release(pinned.version)
 
 
 def key_name(key: dict[str, object]) -> str:
@@ -267,9 +258,7 @@ class Cache:
             pass
         facts = interpreter_facts(python)
         kept.parent.mkdir(exist_ok=True)
-        temporary = kept.with_name(f"{kept.name}.tmp-{secrets.token_hex(4)}")
-        temporary.write_text(json.dumps(facts), encoding="utf-8")
-        os.replace(temporary, kept)
+        write_atomically(kept, json.dumps(facts))
         return facts
 
     def new_hold(self) -> str:
@@ -363,11 +352,11 @@ class Cache:
             "build_seconds": round(time.monotonic() - started, 3),
             "distributions": listing,
         }
-        _write_durably(entry / MARKER, json.dumps(marker, indent=1).encode())
+        write_atomically(entry / MARKER, json.dumps(marker, indent=1), durable=True)
         link = folder / f"current.tmp-{secrets.token_hex(4)}"
         os.symlink(entry.name, link)
         os.replace(link, current)
-        _fsync_folder(folder)
+        fsync_folder(folder)
         return entry, marker
 
 
@@ -393,21 +382,3 @@ def _available_bytes(folder: Path) -> int:
     except OSError:
         return 0
     return info.f_bavail * info.f_frsize
-
-
-def _write_durably(path: Path, data: bytes) -> None:
-    temporary = path.with_name(f".{path.name}.tmp")
-    with open(temporary, "wb") as stream:
-        stream.write(data)
-        stream.flush()
-        os.fsync(stream.fileno())
-    os.replace(temporary, path)
-    _fsync_folder(path.parent)
-
-
-def _fsync_folder(folder: Path) -> None:
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

@@ -26,13 +26,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
 
+from dkist_processing_core._pinned import canonical_name
+from dkist_processing_core._pinned import parse_pinned
 from dkist_processing_core.environment_setup import ENVIRONMENT_VARIABLES
 from dkist_processing_core.recipe_run_id import RECIPE_RUN_ID_VARIABLE
 from dkist_processing_core.recipe_run_id import RecipeRunIdError
 from dkist_processing_core.recipe_run_id import parse_recipe_run_id
-from dkist_processing_core.worker._cache import REQUIREMENT
 from dkist_processing_core.worker._cache import Cache
-from dkist_processing_core.worker._cache import _canonical
 from dkist_processing_core.worker._cache import cache_key
 from dkist_processing_core.worker._cache import cacheable
 from dkist_processing_core.worker._install import Installer
@@ -117,11 +117,14 @@ def _prepare(environ: dict[str, str]) -> _Task:
         raise WorkerError(
             f"DKIST_TASK must be the task's module path and class name, got {task!r}", 2
         )
-    if not REQUIREMENT.fullmatch(requirement):
+    pinned = parse_pinned(requirement)
+    if pinned is None:
         raise WorkerError(
-            f"DKIST_REQUIREMENT must be dist[extras]==version, got {requirement!r}", 2
+            f"DKIST_REQUIREMENT must be dist[extras]==version, got {requirement!r} "
+            "(PEP 508 names and a PEP 440 version)",
+            2,
         )
-    version = requirement.rpartition("==")[2]
+    version = pinned.version
     workflow_name = environ["AIRFLOW_CTX_DAG_ID"].removesuffix(f"_{version}")
     if workflow_name == environ["AIRFLOW_CTX_DAG_ID"] or not workflow_name:
         raise WorkerError(
@@ -133,7 +136,7 @@ def _prepare(environ: dict[str, str]) -> _Task:
 
 
 def _runner_for(listing: list[str]) -> str:
-    names = {_canonical(line.partition("==")[0]) for line in listing}
+    names = {canonical_name(line.partition("==")[0]) for line in listing}
     return "run_task" if "dkist-processing-core-task" in names else "contract"
 
 
