@@ -66,11 +66,16 @@ def _worker_wheels(ctx: Context) -> Path:
 
 
 def dependency_wheelhouse(python: Path) -> Path:
-    """core-telemetry's third-party wheels, downloaded once per dependency list (needs an index once)."""
-    pyproject = tomllib.loads(
-        (REPO_ROOT / "packages" / "core-telemetry" / "pyproject.toml").read_text()
+    """The third-party wheels of core-telemetry and core-task, downloaded once per dependency list
+    (needs an index once)."""
+    requirements = sorted(
+        requirement
+        for member in ("core-telemetry", "core-task")
+        for requirement in tomllib.loads(
+            (REPO_ROOT / "packages" / member / "pyproject.toml").read_text()
+        )["project"]["dependencies"]
+        if not requirement.startswith("dkist-processing-core-")
     )
-    requirements = sorted(pyproject["project"]["dependencies"])
     key = hashlib.sha256("\n".join([sys.version, *requirements]).encode()).hexdigest()[:16]
     folder = CACHE / f"wheelhouse-{key}"
     if not (folder / ".complete").exists():
@@ -88,7 +93,7 @@ def dependency_wheelhouse(python: Path) -> Path:
         ]
         check(
             run_measured(download),
-            "pip download of core-telemetry's dependencies (needs the package index once)",
+            "pip download of the lean worker's dependencies (needs the package index once)",
         )
         (folder / ".complete").touch()
     return folder
