@@ -47,14 +47,3 @@ def fixture_packages(
     monkeypatch.setenv("AIRFLOW__CORE__LOAD_EXAMPLES", "False")
     monkeypatch.delenv("BUILD_VERSION", raising=False)
     yield
-
-
-@pytest.fixture(scope="session")
-def example_wheelhouse(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The example pipeline at 1.0.0 and 2.0.0 with core-task and every dependency, for offline installs."""
-    from helpers.release import build_once
-    from helpers.worker_script import build_example_wheelhouse
-
-    base = tmp_path_factory.getbasetemp()
-    shared = base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
-    return build_once(shared, "worker-example-wheelhouse", build_example_wheelhouse)

@@ -31,11 +31,10 @@ from helpers.rabbitmq import IsbNames
 from helpers.rabbitmq import declare_queue
 from helpers.rabbitmq import delete_names
 from helpers.rabbitmq import unique_names
-from helpers.release import PROJECT_DIRS
 from helpers.release import REPO_ROOT
-from helpers.release import build_wheel
-from helpers.release import download_dependencies
 from helpers.task_modules import clean_environment
+from helpers.wheelhouse import CORE_TASK
+from helpers.wheelhouse import build_wheelhouse
 
 FIXTURES = Path(__file__).parent / "fixtures"
 FIXTURE_PIPELINE = FIXTURES / "pipeline"
@@ -83,24 +82,6 @@ def celery_services() -> None:
                 "dkist-processing-core-build[celery]",
                 pytrace=False,
             )
-
-
-def build_wheelhouse(folder: Path, scratch: Path) -> None:
-    """The pipelines' wheels and all their dependencies, for the workers' ``pip install``."""
-    projects = [
-        PROJECT_DIRS["core-telemetry"],
-        PROJECT_DIRS["core-task"],
-        EXAMPLE_PIPELINE,
-        FIXTURE_PIPELINE,
-    ]
-    outdirs = [scratch / f"wheel-{number}" for number in range(len(projects))]
-    for outdir in outdirs:
-        outdir.mkdir(parents=True)
-    with ThreadPoolExecutor(max_workers=2) as pool:
-        wheels = list(pool.map(build_wheel, projects, outdirs))
-    for wheel in wheels:
-        shutil.copy2(wheel, folder / wheel.name)
-    download_dependencies([folder / wheel.name for wheel in wheels], folder)
 
 
 def _export(
@@ -223,7 +204,9 @@ def celery_deployment(
         try:
             with ThreadPoolExecutor(max_workers=3) as pool:
                 started = pool.submit(cluster.start, CLUSTER_START_BOUND_SECONDS)
-                built = pool.submit(build_wheelhouse, wheelhouse, root)
+                built = pool.submit(
+                    build_wheelhouse, wheelhouse, [*CORE_TASK, EXAMPLE_PIPELINE, FIXTURE_PIPELINE]
+                )
                 exported = pool.submit(export_dags, dags_folder, root)
                 dags = exported.result()
                 built.result()

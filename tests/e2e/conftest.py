@@ -3,7 +3,7 @@
 - ``e2e_release`` (session, built once for all xdist workers): the wheelhouse and versioned sources;
 - ``airflow_site`` (session): a migrated AIRFLOW_HOME with every exported DAG;
 - ``e2e`` (per test): an OTLP receiver, a RabbitMQ exchange and folders of the test's own, and
-  ``e2e.run_dag(dag_id, conf)`` = ``airflow dags test`` in a subprocess.
+  ``e2e.run_dag(dag_id, conf)`` = ``dag.test()`` in a subprocess (:mod:`helpers.dag_runs`).
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from e2e.support import Release
 from e2e.support import discard_own_copies
 from e2e.support import make_airflow_site
 from e2e.support import produce_release
+from helpers.dag_runs import airflow_home
 from helpers.otlp_receiver import OtlpReceiver
 from helpers.rabbitmq import IsbNames
 from helpers.rabbitmq import declare_queue
@@ -34,10 +35,12 @@ def e2e_release(shared_tmp: Path) -> Release:
 
 
 @pytest.fixture(scope="session")
-def airflow_site(tmp_path_factory: pytest.TempPathFactory, e2e_release: Release) -> AirflowSite:
+def airflow_site(
+    tmp_path_factory: pytest.TempPathFactory, e2e_release: Release, migrated_airflow_db: Path
+) -> AirflowSite:
     """A migrated AIRFLOW_HOME whose DAGs folder holds every exported workflow of both pipelines."""
     return make_airflow_site(
-        tmp_path_factory.mktemp("e2e-airflow-home"),
+        airflow_home(tmp_path_factory.mktemp("e2e-airflow") / "home", migrated_airflow_db),
         tmp_path_factory.mktemp("e2e-export"),
         e2e_release,
     )

@@ -7,13 +7,15 @@ The chain a data center runs, with real parts only:
    :data:`EXAMPLE_VERSION`) and of the test pipeline in ``fixtures/pipeline`` at each of
    :data:`FIXTURE_VERSIONS`, plus every third-party dependency from this machine's package index,
    all in one wheelhouse. The DAG runs install from it alone (``PIP_NO_INDEX=1``).
-2. :func:`make_airflow_site` (once per session): a fresh ``AIRFLOW_HOME`` (SQLite, ``airflow db migrate``)
-   whose DAGs folder is filled by ``dkist-processing-core export-dags`` in a subprocess, once per
-   pipeline and version, with ``BUILD_VERSION`` set as a pipeline's CI sets it.
-3. :class:`E2E` (per test): ``airflow dags test DAG_ID --conf {...}`` in a subprocess, pointed at an OTLP
-   gRPC receiver and a RabbitMQ exchange of the test's own, with the test's own temp folder (the
-   tasks' throw-away venvs are made there), scratch, records and outbox folders. The run's state and
-   its task instances are read back from the metadata database.
+2. :func:`make_airflow_site` (once per session): a fresh ``AIRFLOW_HOME`` (a copy of the SQLite
+   database ``airflow db migrate`` made once) whose DAGs folder is filled by
+   ``dkist-processing-core export-dags`` in a subprocess, once per pipeline and version, with
+   ``BUILD_VERSION`` set as a pipeline's CI sets it.
+3. :class:`E2E` (per test): ``dag.test()`` of one exported DAG in a subprocess
+   (:func:`helpers.dag_runs.run_dag`, what ``airflow dags test`` runs), pointed at an OTLP gRPC
+   receiver and a RabbitMQ exchange of the test's own, with the test's own temp folder (the tasks'
+   throw-away venvs are made there), scratch, records and outbox folders. The run's state and its
+   task instances come back from the child.
 
 The e2e tests are marked as one xdist group (``--dist loadgroup``) so that one worker pays for the
 site once. They stay correct without the grouping: every xdist worker makes its own site (its own
@@ -22,30 +24,23 @@ AIRFLOW_HOME and SQLite database) and shares only the wheelhouse. The fixtures a
 
 from __future__ import annotations
 
-import json
 import os
-import re
-import shutil
-import sqlite3
-import subprocess
-import sys
 from dataclasses import dataclass
-from dataclasses import field
-from datetime import UTC
-from datetime import datetime
 from pathlib import Path
 
 from helpers.build_cli import Cli
+from helpers.dag_runs import DagRun
+from helpers.dag_runs import run_dag
 from helpers.otlp_receiver import OtlpReceiver
 from helpers.rabbitmq import Delivery
 from helpers.rabbitmq import IsbNames
 from helpers.rabbitmq import connect
 from helpers.rabbitmq import consume_all
-from helpers.release import PROJECT_DIRS
 from helpers.release import REPO_ROOT
-from helpers.release import build_wheel
-from helpers.release import download_dependencies
 from helpers.task_modules import clean_environment
+from helpers.wheelhouse import CORE_TASK
+from helpers.wheelhouse import build_wheelhouse
+from helpers.wheelhouse import versioned_copy
 from helpers.worker_script import worker_path
 
 FIXTURE_PIPELINE = Path(__file__).parent / "fixtures" / "pipeline"
@@ -71,8 +66,6 @@ NOMAD = {
     "NOMAD_GROUP_NAME": "e2e-workers",
 }
 
-AIRFLOW = Path(sys.executable).with_name("airflow")
-
 
 # ------------------------------------------------------------------------------------ release
 @dataclass(frozen=True)
@@ -93,48 +86,16 @@ class Release:
         return self.root / f"fixture-{version}" / "src"
 
 
-def _stamp_example(project: Path, version: str) -> None:
-    pyproject = project / "pyproject.toml"
-    text, count = re.subn(
-        r'^version = "[^"]*"$', f'version = "{version}"', pyproject.read_text(), flags=re.M
-    )
-    assert count == 1, f"expected one static version line in {pyproject}"
-    pyproject.write_text(text)
-
-
-def _stamp_fixture(project: Path, version: str) -> None:
-    (project / "src" / "dkist_processing_e2e_fixture" / "_release.py").write_text(
-        f'__version__ = "{version}"\n'
-    )
-
-
-def _copy(source: Path, target: Path) -> Path:
-    shutil.copytree(
-        source, target, ignore=shutil.ignore_patterns("__pycache__", "*.pyc", "dist", "*.egg-info")
-    )
-    return target
-
-
 def produce_release(folder: Path) -> None:
     """Build the wheelhouse and the versioned source trees into ``folder`` (see :class:`Release`)."""
     release = Release(folder)
-    wheelhouse = release.wheelhouse
-    wheelhouse.mkdir()
-    wheels = [
-        build_wheel(PROJECT_DIRS[name], wheelhouse) for name in ("core-telemetry", "core-task")
+    release.wheelhouse.mkdir()
+    example = versioned_copy(EXAMPLE_PROJECT, release.example_src.parent, EXAMPLE_VERSION)
+    fixtures = [
+        versioned_copy(FIXTURE_PIPELINE, release.fixture_src(version).parent, version)
+        for version in FIXTURE_VERSIONS
     ]
-    example = _copy(EXAMPLE_PROJECT, release.example_src.parent)
-    _stamp_example(example, EXAMPLE_VERSION)
-    wheels.append(build_wheel(example, wheelhouse))
-    fixture_wheels = []
-    for version in FIXTURE_VERSIONS:
-        fixture = _copy(FIXTURE_PIPELINE, release.fixture_src(version).parent)
-        _stamp_fixture(fixture, version)
-        fixture_wheels.append(build_wheel(fixture, wheelhouse))
-    # Third-party dependencies, once, from this machine's index (pip's own configuration). One
-    # resolution cannot hold two versions of a distribution; the versions share their dependencies.
-    wheels.append(fixture_wheels[0])
-    download_dependencies(wheels, wheelhouse)
+    build_wheelhouse(release.wheelhouse, [*CORE_TASK, example, *fixtures])
 
 
 # ------------------------------------------------------------------------------- airflow site
@@ -178,24 +139,10 @@ def export_dags(
 
 
 def make_airflow_site(home: Path, scratch: Path, release: Release) -> AirflowSite:
-    """Migrate a fresh AIRFLOW_HOME and export every workflow of both pipelines into its DAGs folder."""
+    """Export every workflow of both pipelines into the DAGs folder of ``home``, an AIRFLOW_HOME
+    with a migrated database (:func:`helpers.dag_runs.airflow_home`)."""
     dags = home / "dags"
     dags.mkdir()
-    env = _base_environment()
-    env.update(
-        AIRFLOW_HOME=str(home),
-        AIRFLOW__CORE__DAGS_FOLDER=str(dags),
-        AIRFLOW__CORE__LOAD_EXAMPLES="False",
-    )
-    result = subprocess.run(
-        [str(AIRFLOW), "db", "migrate"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
-    assert result.returncode == 0, f"airflow db migrate failed:\n{result.stdout}{result.stderr}"
     dag_ids = export_dags(EXAMPLE_PACKAGE, EXAMPLE_VERSION, release.example_src, dags, scratch)
     for version in FIXTURE_VERSIONS:
         dag_ids += export_dags(
@@ -205,61 +152,6 @@ def make_airflow_site(home: Path, scratch: Path, release: Release) -> AirflowSit
 
 
 # ------------------------------------------------------------------------------- one DAG run
-@dataclass(frozen=True)
-class TaskRun:
-    """One task instance as the metadata database recorded it."""
-
-    task_id: str
-    state: str | None
-    start: datetime | None
-    end: datetime | None
-    try_number: int
-
-
-@dataclass
-class DagRun:
-    """One ``airflow dags test`` run: the CLI's exit status and output, the run as the database has it."""
-
-    dag_id: str
-    run_id: str
-    state: str
-    conf: dict
-    returncode: int
-    output: str
-    tasks: dict[str, TaskRun] = field(default_factory=dict)
-
-    @property
-    def task_states(self) -> dict[str, str | None]:
-        return {task_id: task.state for task_id, task in self.tasks.items()}
-
-    def tail(self, characters: int = 12000) -> str:
-        """The end of the output, for assertion messages."""
-        return (
-            f"\n--- airflow dags test {self.dag_id} (exit {self.returncode}) ---\n"
-            + self.output[-characters:]
-        )
-
-
-def _timestamp(value: str | None) -> datetime | None:
-    if value is None:
-        return None
-    parsed = datetime.fromisoformat(value)
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
-
-
-def _read_database(database: Path, query: str, parameters: tuple) -> list[tuple]:
-    connection = sqlite3.connect(f"file:{database}?mode=ro", uri=True)
-    try:
-        return connection.execute(query, parameters).fetchall()
-    finally:
-        connection.close()
-
-
-def _run_ids(database: Path, dag_id: str) -> set[str]:
-    rows = _read_database(database, "SELECT run_id FROM dag_run WHERE dag_id = ?", (dag_id,))
-    return {row[0] for row in rows}
-
-
 @dataclass
 class E2E:
     """One test's view of the site: its own receiver, exchange and folders, and a way to run DAGs."""
@@ -295,9 +187,6 @@ class E2E:
     def environment(self) -> dict[str, str]:
         env = _base_environment()
         env.update(
-            AIRFLOW_HOME=str(self.site.home),
-            AIRFLOW__CORE__DAGS_FOLDER=str(self.site.dags),
-            AIRFLOW__CORE__LOAD_EXAMPLES="False",
             # `python3` in the task script is this interpreter: the venvs are made from it; uv
             # is on the worker's PATH or not, as the test's installer says
             PATH=worker_path(self.root / "worker-bin", self.installer),
@@ -320,48 +209,17 @@ class E2E:
         return env
 
     def run_dag(self, dag_id: str, conf: dict, *, timeout: float = 900) -> DagRun:
-        """``airflow dags test DAG_ID --conf JSON``; the new run and its task instances from the database."""
+        """``dag.test(run_conf=conf)`` of one exported DAG of the site (:mod:`helpers.dag_runs`)."""
         assert dag_id in self.site.dag_ids, f"{dag_id} was not exported: {self.site.dag_ids}"
-        database = self.site.database
-        before = _run_ids(database, dag_id)
-        result = subprocess.run(
-            [str(AIRFLOW), "dags", "test", dag_id, "--conf", json.dumps(conf)],
-            env=self.environment(),
+        (run,) = run_dag(
+            self.site.home,
+            self.site.dags,
+            dag_id,
+            [conf],
+            self.environment(),
             cwd=self.root,
-            capture_output=True,
-            text=True,
             timeout=timeout,
-            check=False,
         )
-        output = result.stdout + result.stderr
-        new = _run_ids(database, dag_id) - before
-        assert len(new) == 1, (
-            f"airflow dags test {dag_id} (exit {result.returncode}) made {len(new)} DAG runs, "
-            f"expected one:\n{output[-12000:]}"
-        )
-        (run_id,) = new
-        ((state, raw_conf),) = _read_database(
-            database,
-            "SELECT state, conf FROM dag_run WHERE dag_id = ? AND run_id = ?",
-            (dag_id, run_id),
-        )
-        run = DagRun(
-            dag_id=dag_id,
-            run_id=run_id,
-            state=state,
-            conf=json.loads(raw_conf) if raw_conf else {},
-            returncode=result.returncode,
-            output=output,
-        )
-        for task_id, task_state, start, end, try_number in _read_database(
-            database,
-            "SELECT task_id, state, start_date, end_date, try_number FROM task_instance "
-            "WHERE dag_id = ? AND run_id = ? ORDER BY task_id",
-            (dag_id, run_id),
-        ):
-            run.tasks[task_id] = TaskRun(
-                task_id, task_state, _timestamp(start), _timestamp(end), try_number
-            )
         return run
 
     def failure_reports(self, expected: int, timeout: float = 15.0) -> list[Delivery]:

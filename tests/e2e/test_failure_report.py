@@ -20,7 +20,9 @@ def test_failed_task_is_reported_once_on_the_interservice_bus(e2e):
 
     # Airflow: the run failed at Explode, and NeverRuns never started.
     assert run.state == "failed", run.tail()
-    assert run.returncode == 1, run.tail()  # `airflow dags test` exits 1 when a task fails
+    assert run.returncode == 1, (
+        run.tail()
+    )  # the child exits 1 when a run fails, as `airflow dags test`
     assert run.task_states == {"Explode": "failed", "NeverRuns": "upstream_failed"}, run.tail()
     assert "Explode fails on purpose (tests/e2e)" in run.output
     exits = [

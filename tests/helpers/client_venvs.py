@@ -34,6 +34,7 @@ from pathlib import Path
 from helpers.release import REPO_ROOT
 from helpers.release import build_once
 from helpers.release import run
+from helpers.wheelhouse import download
 
 __all__ = [
     "CACHE_ROOT",
@@ -154,12 +155,7 @@ def pip_download(name: str, arguments: list[str], key_parts: Iterable[str | byte
     key = digest(_python_version(python), *key_parts)
 
     def produce(folder: Path) -> None:
-        command = [python, "-m", "pip", "download", "--quiet", "--only-binary=:all:"]
-        result = run([*command, "--dest", folder, *arguments])
-        assert result.returncode == 0, (
-            f"pip download for the {name} wheelhouse failed (needs the package index once):\n"
-            f"{result.stdout}{result.stderr}"
-        )
+        download(folder, arguments, python)
 
     return build_once(CACHE_ROOT / "wheelhouses", f"{name}-{key}", produce)
 

@@ -30,13 +30,10 @@ __all__ = [
     "build_once",
     "build_wheel",
     "clean_pip_env",
-    "copy_project",
     "declared_version",
     "dist_name",
-    "download_dependencies",
     "pyproject",
     "run",
-    "set_version",
     "version_file",
     "wheel_metadata",
 ]
@@ -70,13 +67,6 @@ def declared_version(project: str, project_dir: Path | None = None) -> str:
     match = _VERSION_LINE.search(version_file(project, project_dir).read_text())
     assert match, f"no __version__ line in {version_file(project, project_dir)}"
     return match.group(1)
-
-
-def set_version(project: str, project_dir: Path, version: str) -> None:
-    path = version_file(project, project_dir)
-    text, count = _VERSION_LINE.subn(f'__version__ = "{version}"', path.read_text())
-    assert count == 1, f"expected one __version__ line in {path}"
-    path.write_text(text)
 
 
 def wheel_metadata(wheel: Path):
@@ -127,39 +117,6 @@ def build_core_wheels(outdir: Path) -> list[Path]:
     wheels = sorted(outdir.glob("*.whl"))
     assert len(wheels) == 5, f"expected five wheels, got {[w.name for w in wheels]}"
     return wheels
-
-
-def download_dependencies(wheels: list[Path], wheelhouse: Path) -> None:
-    """Put the third-party dependencies of ``wheels`` into ``wheelhouse`` for offline installs.
-
-    Uses this machine's package index once (pip's own configuration). One resolution cannot hold
-    two versions of a distribution, so pass one wheel per distribution.
-    """
-    result = run(
-        [
-            sys.executable,
-            "-m",
-            "pip",
-            "download",
-            "--quiet",
-            "--only-binary=:all:",
-            "--dest",
-            wheelhouse,
-            *wheels,
-        ]
-    )
-    assert result.returncode == 0, (
-        "pip download of the dependencies for the offline wheelhouse failed "
-        f"(it needs this machine's package index once):\n{result.stdout}{result.stderr}"
-    )
-
-
-def copy_project(project: str, target: Path) -> Path:
-    """Copy a member's folder (sources, pyproject, README) to ``target`` for a version-bumped build."""
-    shutil.copytree(
-        PROJECT_DIRS[project], target, ignore=shutil.ignore_patterns("__pycache__", "*.pyc", "dist")
-    )
-    return target
 
 
 @contextmanager

@@ -9,7 +9,6 @@ whether ``uv`` is on the worker's PATH is the test's choice: :func:`worker_path`
 from __future__ import annotations
 
 import os
-import re
 import shutil
 import subprocess
 import sys
@@ -21,7 +20,6 @@ from dkist_processing_core.worker import read_events
 __all__ = [
     "EXAMPLE_REQUIREMENT",
     "INSTALLERS",
-    "build_example_wheelhouse",
     "cache_outcomes",
     "installers_used",
     "script_env",
@@ -30,9 +28,8 @@ __all__ = [
 ]
 
 INSTALLERS = ("uv", "pip")
-#: The example pipeline at a version of the wheelhouse (:func:`build_example_wheelhouse`).
+#: The example pipeline at a version of ``example_wheelhouse`` (:mod:`helpers.wheelhouse`).
 EXAMPLE_REQUIREMENT = "dkist-processing-example[frozen]=={version}"
-EXAMPLE_VERSIONS = ("1.0.0", "2.0.0")
 
 
 def uv_executable() -> Path:
@@ -120,33 +117,3 @@ def cache_outcomes(output: str) -> list[str]:
 def installers_used(output: str) -> list[str]:
     """The installer that ran in every environment setup the output reports (``none`` for a hit)."""
     return [str(fields["installer"]) for event, fields in read_events(output) if event == "setup"]
-
-
-def build_example_wheelhouse(folder: Path) -> None:
-    """Wheels of core-telemetry, core-task, the example pipeline at EXAMPLE_VERSIONS, and their deps.
-
-    For :func:`helpers.release.build_once`; the dependencies come from this machine's index once.
-    """
-    from helpers.release import PROJECT_DIRS
-    from helpers.release import REPO_ROOT
-    from helpers.release import build_wheel
-    from helpers.release import download_dependencies
-
-    wheels = [build_wheel(PROJECT_DIRS[name], folder) for name in ("core-telemetry", "core-task")]
-    for version in EXAMPLE_VERSIONS:
-        project = folder.parent / f"{folder.name}-example-{version}"
-        shutil.rmtree(project, ignore_errors=True)
-        shutil.copytree(
-            REPO_ROOT / "examples",
-            project,
-            ignore=shutil.ignore_patterns("__pycache__", "*.pyc", "dist"),
-        )
-        pyproject = project / "pyproject.toml"
-        text, count = re.subn(
-            r'^version = "[^"]*"$', f'version = "{version}"', pyproject.read_text(), flags=re.M
-        )
-        assert count == 1, f"expected one static version line in {pyproject}"
-        pyproject.write_text(text)
-        wheel = build_wheel(project, folder)
-        shutil.rmtree(project)
-    download_dependencies([*wheels, wheel], folder)

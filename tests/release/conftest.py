@@ -14,6 +14,7 @@ from helpers.release import REPO_ROOT
 from helpers.release import build_once
 from helpers.release import pyproject
 from helpers.release import run
+from helpers.wheelhouse import download
 
 
 @pytest.fixture(scope="session")
@@ -31,12 +32,17 @@ def built_dists(shared_tmp: Path) -> Path:
 
 @pytest.fixture(scope="session")
 def dependency_wheelhouse(request: pytest.FixtureRequest, shared_tmp: Path) -> Path:
-    """Wheels of core-telemetry's third-party dependencies, for offline installs.
+    """Wheels of the third-party dependencies of core-telemetry and core-task, for offline installs.
 
     Downloaded once (from this machine's package index or mirror) into the pytest cache, keyed by
     the dependency list and the interpreter, so later runs need no index at all.
     """
-    requirements = sorted(pyproject("core-telemetry")["project"]["dependencies"])
+    requirements = sorted(
+        requirement
+        for project in ("core-telemetry", "core-task")
+        for requirement in pyproject(project)["project"]["dependencies"]
+        if not requirement.startswith("dkist-processing-core-")
+    )
     key = hashlib.sha256("\n".join([sys.version, *requirements]).encode()).hexdigest()[:16]
     try:
         cache_root = request.config.cache.mkdir("release-wheelhouse")
@@ -44,21 +50,6 @@ def dependency_wheelhouse(request: pytest.FixtureRequest, shared_tmp: Path) -> P
         cache_root = shared_tmp
 
     def produce(folder: Path) -> None:
-        result = run(
-            [
-                sys.executable,
-                "-m",
-                "pip",
-                "download",
-                "--only-binary=:all:",
-                "--dest",
-                folder,
-                *requirements,
-            ]
-        )
-        assert result.returncode == 0, (
-            "could not download core-telemetry's dependencies for the offline wheelhouse "
-            f"(needs the package index once):\n{result.stdout}{result.stderr}"
-        )
+        download(folder, requirements)
 
     return build_once(Path(cache_root), f"wheelhouse-{key}", produce)

@@ -9,18 +9,16 @@ dependencies, then runs a task the way a worker does: ``python -m dkist_processi
 from __future__ import annotations
 
 import sys
-import tempfile
 from pathlib import Path
 
 import pytest
+from helpers.release import PROJECT_DIRS
 from helpers.release import build_once
-from helpers.release import build_wheel
 from helpers.release import clean_pip_env
-from helpers.release import copy_project
 from helpers.release import dist_name
 from helpers.release import run
-from helpers.release import set_version
 from helpers.release import wheel_metadata
+from helpers.wheelhouse import build_wheels
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
@@ -58,12 +56,14 @@ def pinned_wheels(shared_tmp: Path) -> Path:
     """Wheels of core-telemetry and core-task at the versions in ``VERSIONS``."""
 
     def produce(folder: Path) -> None:
-        with tempfile.TemporaryDirectory(prefix="pinned-src-") as scratch:
-            for project, versions in VERSIONS.items():
-                for version in versions:
-                    source = copy_project(project, Path(scratch) / f"{project}-{version}")
-                    set_version(project, source, version)
-                    build_wheel(source, folder)
+        build_wheels(
+            [
+                (PROJECT_DIRS[project], version)
+                for project, versions in VERSIONS.items()
+                for version in versions
+            ],
+            folder,
+        )
 
     return build_once(shared_tmp, "pinned-wheels", produce)
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 import venv
 import zipfile
 from pathlib import Path
@@ -20,9 +19,9 @@ from helpers.task_modules import clean_environment
 from helpers.task_modules import run_python
 from helpers.task_modules import run_task_process
 from helpers.task_modules import write_module
+from helpers.wheelhouse import CORE_TASK
+from helpers.wheelhouse import build_wheels
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-LEAN_PROJECTS = ("core-telemetry", "core-task")
 ABSENT_DISTRIBUTIONS = (
     "apache-airflow",
     "nbformat",
@@ -44,19 +43,8 @@ def _run(command: list[str], **kwargs) -> subprocess.CompletedProcess[str]:
 
 def _build_lean_worker(base: Path) -> None:
     wheels = base / "wheels"
-    for project in LEAN_PROJECTS:
-        _run(
-            [
-                sys.executable,
-                "-m",
-                "build",
-                "--wheel",
-                "--no-isolation",
-                "--outdir",
-                str(wheels),
-                str(REPO_ROOT / "packages" / project),
-            ]
-        )
+    wheels.mkdir(parents=True, exist_ok=True)
+    build_wheels(CORE_TASK, wheels)
     environment = base / "venv"
     venv.EnvBuilder(with_pip=True, clear=True).create(environment)
     # Dependencies come from the package index pip is configured with (as on a real worker).

@@ -9,13 +9,14 @@ import os
 import subprocess
 import sys
 import uuid
-from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
 from dkist_processing_core.failure_callback import chat_ops_notification
 from dkist_processing_core.failure_callback import failure_report_body
 from dkist_processing_core.isb_outbox import Outbox
+from helpers.dag_runs import airflow_home
+from helpers.dag_runs import run_dag
 from helpers.rabbitmq import consume_all
 from helpers.rabbitmq import isb_target
 
@@ -192,14 +193,10 @@ with DAG(dag_id={dag_id!r}, schedule=None, catchup=False) as dag:
             target=TARGET,
         ),
     )
-
-if __name__ == "__main__":
-    run = dag.test()
-    print("RESULT", run.state, run.run_id)
 """
 
 
-def test_callback_in_a_real_airflow_dag_run(names, tmp_path):
+def test_callback_in_a_real_airflow_dag_run(names, tmp_path, migrated_airflow_db):
     dags = tmp_path / "dags"
     dags.mkdir()
     dag_id = f"isb_callback_{uuid.uuid4().hex[:8]}"
@@ -213,26 +210,13 @@ def test_callback_in_a_real_airflow_dag_run(names, tmp_path):
             dag_id=dag_id,
         )
     )
-    env = {
-        **os.environ,
-        "AIRFLOW_HOME": str(tmp_path / "airflow"),
-        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-        "AIRFLOW__CORE__DAGS_FOLDER": str(dags),
-        "AIRFLOW__API__BASE_URL": "http://airflow.example:8080/",
-    }
-    airflow = Path(sys.executable).with_name("airflow")
-    subprocess.run(
-        [str(airflow), "db", "migrate"], env=env, capture_output=True, check=True, timeout=300
-    )
+    home = airflow_home(tmp_path / "airflow", migrated_airflow_db)
+    env = {**os.environ, "AIRFLOW__API__BASE_URL": "http://airflow.example:8080/"}
 
-    run = subprocess.run(
-        [sys.executable, str(dag_file)], env=env, capture_output=True, text=True, timeout=300
-    )
+    (run,) = run_dag(home, dags, dag_id, [{}], env, timeout=300)
 
-    result_lines = [line for line in run.stdout.splitlines() if line.startswith("RESULT ")]
-    assert result_lines, run.stdout[-3000:] + run.stderr[-3000:]
-    _, state, run_id = result_lines[-1].split(" ", 2)
-    assert state == "failed"
+    assert run.state == "failed", run.tail()
+    run_id = run.run_id
     (delivery,) = consume_all(names.queue, expected=1)
     report = delivery.json()
     assert list(report) == KEYS

@@ -1,17 +1,16 @@
-"""Fixtures of the workflow tests: throw-away pipeline packages, Airflow homes and a wheelhouse.
+"""Fixtures of the workflow tests: throw-away pipeline packages and DAG runs.
 
 Every test writes its pipeline package (unique name) under its own ``tmp_path``. Airflow runs of
-exported DAGs (``dag.test()``) happen in a subprocess with its own AIRFLOW_HOME, a copy of a
-database migrated once per xdist worker, so tests stay independent under ``pytest -n auto``.
+exported DAGs (``dag.test()``, :mod:`helpers.dag_runs`) happen in a subprocess with its own
+AIRFLOW_HOME, a copy of a database migrated once, so tests stay independent under ``pytest -n auto``.
+The wheelhouse of the DAG runs is ``example_wheelhouse`` (:mod:`helpers.wheelhouse`).
 """
 
 from __future__ import annotations
 
 import importlib
-import json
 import os
 import shutil
-import subprocess
 import sys
 import textwrap
 import uuid
@@ -22,13 +21,12 @@ from dataclasses import field
 from pathlib import Path
 
 import pytest
-from helpers.release import REPO_ROOT
-from helpers.release import build_once
-from helpers.release import build_wheel
+from helpers.dag_runs import DagRun
+from helpers.dag_runs import airflow_home
+from helpers.dag_runs import run_dag as run_dag_test
 from helpers.worker_script import worker_path
 
 FIXTURES = Path(__file__).parent / "fixtures"
-RUN_DAG_TEST = FIXTURES / "run_dag_test.py"
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -144,71 +142,13 @@ def pipeline(make_pipeline: Callable[..., Pipeline]) -> Pipeline:
     return make_pipeline()
 
 
-@pytest.fixture(scope="session")
-def core_wheelhouse(shared_tmp: Path) -> Path:
-    """Wheels of core-telemetry and core-task (built from this checkout) and all their dependencies.
-
-    The dependencies come from this machine's package index or mirror, once per session; the
-    worker venvs of the DAG runs then install with PIP_NO_INDEX=1 from this folder alone.
-    """
-
-    def produce(folder: Path) -> None:
-        wheels = [
-            build_wheel(REPO_ROOT / "packages" / name, folder)
-            for name in ("core-telemetry", "core-task")
-        ]
-        result = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "pip",
-                "download",
-                "--only-binary=:all:",
-                "--dest",
-                str(folder),
-                *map(str, wheels),
-            ],
-            capture_output=True,
-            text=True,
-            check=False,
-        )
-        assert result.returncode == 0, (
-            "could not download the dependencies of dkist-processing-core-task for the offline "
-            f"wheelhouse (needs the package index once):\n{result.stdout}{result.stderr}"
-        )
-
-    return build_once(shared_tmp, "workflow-core-wheelhouse", produce)
-
-
-@pytest.fixture(scope="session")
-def migrated_airflow_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """An Airflow SQLite metadata database after ``airflow db migrate``, once per xdist worker."""
-    home = tmp_path_factory.mktemp("airflow-migrated")
-    env = {**os.environ, "AIRFLOW_HOME": str(home), "AIRFLOW__CORE__LOAD_EXAMPLES": "False"}
-    airflow = Path(sys.executable).with_name("airflow")
-    result = subprocess.run(
-        [str(airflow), "db", "migrate"], env=env, capture_output=True, text=True, check=False
-    )
-    assert result.returncode == 0, f"airflow db migrate failed:\n{result.stdout}{result.stderr}"
-    database = home / "airflow.db"
-    assert database.is_file(), f"airflow db migrate made no {database}"
-    return database
-
-
-@dataclass
-class DagRunResult:
-    state: str
-    run_id: str
-    tasks: dict[str, str]
-    output: str
-
-
 @pytest.fixture
-def run_dag(tmp_path: Path, migrated_airflow_db: Path) -> Callable[..., DagRunResult]:
-    """Run an exported DAG with ``dag.test(run_conf=...)`` in a subprocess with its own AIRFLOW_HOME.
+def run_dag(tmp_path: Path, migrated_airflow_db: Path) -> Callable[..., DagRun | list[DagRun]]:
+    """Run an exported DAG with ``dag.test(run_conf=...)`` (:func:`helpers.dag_runs.run_dag`) in a
+    fresh AIRFLOW_HOME, as a worker without uv whose pip sees no configuration of this machine.
 
-    ``run(dag_file, conf)`` returns one DagRunResult; ``run(dag_file, [conf, ...])`` runs the DAG
-    once per conf in the same process and returns a list.
+    ``run(dag_file, conf)`` returns one DagRun; ``run(dag_file, [conf, ...])`` runs the DAG once per
+    conf in the same process and returns a list.
     """
 
     def run(
@@ -216,10 +156,8 @@ def run_dag(tmp_path: Path, migrated_airflow_db: Path) -> Callable[..., DagRunRe
         conf: dict | list[dict],
         env: dict[str, str] | None = None,
         timeout: float = 900,
-    ) -> DagRunResult | list[DagRunResult]:
-        home = tmp_path / f"airflow-home-{uuid.uuid4().hex[:8]}"
-        home.mkdir()
-        shutil.copyfile(migrated_airflow_db, home / "airflow.db")
+    ) -> DagRun | list[DagRun]:
+        home = airflow_home(tmp_path / f"airflow-home-{uuid.uuid4().hex[:8]}", migrated_airflow_db)
         temporary = tmp_path / "tmp"
         temporary.mkdir(exist_ok=True)
         environment = {
@@ -228,9 +166,6 @@ def run_dag(tmp_path: Path, migrated_airflow_db: Path) -> Callable[..., DagRunRe
             if not name.startswith(("PIP_", "AIRFLOW"))
         }
         environment.update(
-            AIRFLOW_HOME=str(home),
-            AIRFLOW__CORE__LOAD_EXAMPLES="False",
-            AIRFLOW__CORE__DAGS_FOLDER=str(dag_file.parent),
             # python3 in the task script is this interpreter; its venvs are built from it. No uv
             # on this worker unless a test asks for it (env={"PATH": worker_path(..., "uv")}).
             PATH=worker_path(home / "worker-bin", "pip"),
@@ -238,37 +173,10 @@ def run_dag(tmp_path: Path, migrated_airflow_db: Path) -> Callable[..., DagRunRe
             PIP_CONFIG_FILE=os.devnull,
         )
         environment.update(env or {})
-        dag_id = dag_file.stem
         confs = conf if isinstance(conf, list) else [conf]
-        result = subprocess.run(
-            [sys.executable, str(RUN_DAG_TEST), str(dag_file.parent), dag_id, json.dumps(confs)],
-            env=environment,
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-            check=False,
+        runs = run_dag_test(
+            home, dag_file.parent, dag_file.stem, confs, environment, timeout=timeout
         )
-        output = result.stdout + result.stderr
-        lines = [line for line in result.stdout.splitlines() if line.startswith("RESULT ")]
-        assert len(lines) == len(confs), (
-            f"dag.test() of {dag_id} did not finish (exit {result.returncode}):\n{output[-20000:]}"
-        )
-        results = []
-        for line in lines:
-            data = json.loads(line.removeprefix("RESULT "))
-            results.append(
-                DagRunResult(
-                    state=data["state"], run_id=data["run_id"], tasks=data["tasks"], output=output
-                )
-            )
-        return results if isinstance(conf, list) else results[0]
+        return runs if isinstance(conf, list) else runs[0]
 
     return run
-
-
-@pytest.fixture(scope="session")
-def example_wheelhouse(shared_tmp: Path) -> Path:
-    """The example pipeline at 1.0.0 and 2.0.0 with core-task and every dependency, for offline installs."""
-    from helpers.worker_script import build_example_wheelhouse
-
-    return build_once(shared_tmp, "worker-example-wheelhouse", build_example_wheelhouse)

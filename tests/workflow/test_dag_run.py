@@ -13,7 +13,7 @@ from helpers.release import build_wheel
 
 
 def test_dag_runs_each_task_in_a_fresh_venv_and_reports_the_failure(
-    make_pipeline, core_wheelhouse, run_dag, tmp_path
+    make_pipeline, example_wheelhouse, run_dag, tmp_path
 ):
     pipeline = make_pipeline(version="1.2.3")
     tasks = pipeline.tasks
@@ -48,7 +48,7 @@ def test_dag_runs_each_task_in_a_fresh_venv_and_reports_the_failure(
         {"recipe_run_id": 42},
         env={
             "PIP_NO_INDEX": "1",
-            "PIP_FIND_LINKS": f"{pipeline_wheels} {core_wheelhouse}",
+            "PIP_FIND_LINKS": f"{pipeline_wheels} {example_wheelhouse}",
             "WORKFLOW_TEST_RECORD": str(record),
             "NOMAD_ALLOC_ID": "alloc-7f3e",
             # the failure report goes to a closed port and ends up in the outbox within the bound
@@ -61,7 +61,7 @@ def test_dag_runs_each_task_in_a_fresh_venv_and_reports_the_failure(
     )
 
     assert result.state == "failed", result.output[-5000:]
-    assert result.tasks == {"Fetch": "success", "Calibrate": "success", "Explode": "failed"}
+    assert result.task_states == {"Fetch": "success", "Calibrate": "success", "Explode": "failed"}
     lines = record.read_text().splitlines()
     assert lines[0] == "run Fetch 42 l0_to_l1_e2e 1.2.3"  # the upstream ran first
     # no rollback: a manual operation, as in the previous product
@@ -132,7 +132,7 @@ def test_tasks_of_one_version_share_one_cached_venv_and_versions_do_not(
     for version in ("1.0.0", "2.0.0", "1.0.0"):
         result = run_dag(dags / f"cache_share_{version}.py", {"recipe_run_id": 3}, env=env)
         assert result.state == "success", result.output[-5000:]
-        assert result.tasks == {"MyTask1": "success", "MyTask2": "success"}
+        assert result.task_states == {"MyTask1": "success", "MyTask2": "success"}
         outcomes.setdefault(version, []).extend(cache_outcomes(result.output))
         assert set(installers_used(result.output)) <= {"uv", "none"}
     # one install per version: the first task of each built, every other task reused the entry

@@ -345,7 +345,7 @@ def test_dag_run_conf_cannot_inject(pipeline, run_dag, tmp_path):
         },
     )
     assert [result.state for result in results] == ["failed"] * len(confs)
-    assert [result.tasks for result in results] == [{"Fetch": "failed"}] * len(confs)
+    assert [result.task_states for result in results] == [{"Fetch": "failed"}] * len(confs)
     output = results[0].output
     events = list(read_events(output))
     # one refusal per run, at the first step, and nothing started
