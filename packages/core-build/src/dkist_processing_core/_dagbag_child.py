@@ -53,6 +53,8 @@ def _lazy_rfc3987_syntax() -> None:
 def _parse(files: list[str]) -> dict[str, Any]:
     from airflow.dag_processing.dagbag import DagBag
 
+    # The files are in an export's staging folder: no __pycache__ may be moved into the target.
+    sys.dont_write_bytecode = True
     bag = DagBag(dag_folder=os.path.dirname(files[0]), collect_dags=False)
     for file in files:
         bag.process_file(file, only_if_updated=False, safe_mode=True)  # type: ignore[no-untyped-call]
