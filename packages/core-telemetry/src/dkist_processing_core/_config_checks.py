@@ -48,7 +48,6 @@ __all__ = [
 
 _LOG_LEVELS = ("TRACE", "DEBUG", "INFO", "SUCCESS", "WARNING", "ERROR", "CRITICAL")
 _SERVICE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,252}")
-_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 # A part of an error's location (a field name, a dict key, an index) shown as it is.
 _PLAIN_LOCATION = re.compile(r"[A-Za-z0-9_.\[\]-]{1,64}")
 
@@ -156,7 +155,7 @@ def _outbox_dir(value: object) -> object:
     if not isinstance(value, str | Path):
         return value
     text = str(value)
-    if not text.strip() or _CONTROL.search(text):
+    if not text.strip() or rules.CONTROL.search(text):
         raise ValueError("the outbox folder must be a path without control characters")
     try:
         path = Path(text).expanduser()

@@ -12,6 +12,7 @@ import re
 from urllib.parse import unquote
 
 __all__ = [
+    "CONTROL",
     "MAX_SECONDS",
     "MAX_SHORT_STRING_BYTES",
     "check_credential",
@@ -29,7 +30,8 @@ MAX_SECONDS = 3600
 #: 255 bytes, counted in UTF-8.
 MAX_SHORT_STRING_BYTES = 255
 _HOST_LABEL = re.compile(r"[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?")
-_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+#: C0 and C1 control characters and DEL: no name or path that log lines print may hold one.
+CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 
 
 def check_host(value: object, what: str) -> str:
@@ -86,7 +88,7 @@ def check_short_string(value: object, what: str, *, allow_empty: bool = True) ->
 def check_name(value: object, what: str) -> str:
     """A name that log lines print (exchange, user): valid text without control characters."""
     text = _text(value, what)
-    if _CONTROL.search(text):
+    if CONTROL.search(text):
         raise ValueError(f"{what} must not hold control characters (newlines, NUL, escapes)")
     return text
 

@@ -16,7 +16,6 @@
 from __future__ import annotations
 
 import base64
-import csv
 import hashlib
 import os
 from collections.abc import Iterator
@@ -94,20 +93,19 @@ def content_digest(root: Path, skip: str) -> str:
 
 def record_mismatches(venv: Path) -> list[str]:
     """Files (relative to ``venv``) that differ from the sha256 in their distribution's RECORD."""
+    from importlib.metadata import distributions
+
     bad = []
-    for record in sorted(venv.glob("lib/python*/site-packages/*.dist-info/RECORD")):
-        site = record.parent.parent
-        with record.open(newline="", encoding="utf-8") as stream:
-            rows = list(csv.reader(stream))
-        for row in rows:
-            if len(row) < 2 or not row[1].startswith("sha256="):
-                continue  # RECORD itself and the .pyc files the installer compiled have no hash
-            path = os.path.normpath(site / row[0])
-            expected = row[1].removeprefix("sha256=")
-            try:
-                actual = base64.urlsafe_b64encode(_file_sha256(path)).rstrip(b"=").decode()
-            except OSError:
-                actual = "missing"
-            if actual != expected:
-                bad.append(os.path.relpath(path, venv))
-    return bad
+    for site in sorted(venv.glob("lib/python*/site-packages")):
+        for dist in distributions(path=[str(site)]):
+            for file in dist.files or ():
+                if file.hash is None or file.hash.mode != "sha256":
+                    continue  # RECORD itself and the .pyc files the installer compiled have no hash
+                path = os.path.normpath(site / file)
+                try:
+                    actual = base64.urlsafe_b64encode(_file_sha256(path)).rstrip(b"=").decode()
+                except OSError:
+                    actual = "missing"
+                if actual != file.hash.value:
+                    bad.append(os.path.relpath(path, venv))
+    return sorted(bad)
