@@ -7,6 +7,7 @@ from ``example_wheelhouse`` (offline). The Airflow-level runs are in ``test_dag_
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -155,33 +156,44 @@ def _descendants(pid: int) -> list[tuple[int, str]]:
     return found
 
 
+def _kill_all(pids: list[int]) -> None:
+    """Freeze every process first, then kill them: none sees another die and reacts."""
+    for sig in (signal.SIGSTOP, signal.SIGKILL):
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, sig)
+
+
+@pytest.mark.parametrize("killed", ["installer", "task"])
 def test_a_build_killed_half_way_is_never_used_and_the_next_task_rebuilds(
-    tmp_path, example_wheelhouse
+    tmp_path, example_wheelhouse, killed
 ):
+    """The installer killed half-way (pip, and the pip that ``pip --python`` starts in the new
+    venv): the task fails saying so and removes the half-built entry. The whole task killed (as
+    Airflow kills a task's processes): the entry stays half-built, never published, and the next
+    task removes it and builds its own."""
     env = _env(tmp_path, example_wheelhouse, "pip")
     process = start_script(env)
     deadline = time.monotonic() + 120
-    killed = None
-    while killed is None and process.poll() is None and time.monotonic() < deadline:
-        for pid, command in _descendants(process.pid):
-            parts = command.split()
-            if (
-                parts[1:3] == ["-m", "pip"] and "install" in parts
-            ):  # not the helper, whose text says it
-                entry = next(_root(tmp_path).glob("*/env-*"), None)
-                if entry is not None and list(entry.glob("lib/python*/site-packages/*")):
-                    os.kill(pid, signal.SIGKILL)  # the installer, half-way through
-                    killed = pid
-                    break
+    half = None
+    while half is None and process.poll() is None and time.monotonic() < deadline:
+        below = _descendants(process.pid)
+        installing = [pid for pid, command in below if "pip" in command and " install " in command]
+        entry = next(_root(tmp_path).glob("*/env-*"), None)
+        if installing and entry is not None and list(entry.glob("lib/python*/site-packages/*")):
+            _kill_all(installing if killed == "installer" else [process.pid, *dict(below)])
+            half = entry
         time.sleep(0.02)
     output, _ = process.communicate(timeout=120)
-    assert killed is not None, f"never saw pip installing:\n{output[-4000:]}"
+    assert half is not None, f"never saw pip installing:\n{output[-4000:]}"
     assert process.returncode != 0
-    assert "pip install was killed by signal 9" in output
     assert "Running MyTask1" not in output
-    (half,) = _root(tmp_path).glob("*/env-*")
-    assert not (half / worker_cache.MARKER).exists()
     assert not (half.parent / "current").exists(), "a half-built entry must never be published"
+    if killed == "installer":
+        assert "pip install was killed by signal 9" in output
+        assert not half.exists(), "the worker removes what its installer left half-built"
+    else:
+        assert half.is_dir() and not (half / worker_cache.MARKER).exists()
 
     again = _ok(run_script(env))
     assert cache_outcomes(again) == ["built"]
