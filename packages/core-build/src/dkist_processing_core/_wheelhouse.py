@@ -25,6 +25,7 @@ from urllib.parse import unquote
 from urllib.parse import urlparse
 
 from dkist_processing_core._pinned import canonical_name
+from dkist_processing_core._pinned import parse_version
 from dkist_processing_core.errors import DKISTProcessingCoreError
 
 __all__ = ["WheelhouseError", "ensure_wheelhouse", "has_wheel", "local_sources"]
@@ -96,9 +97,8 @@ def has_wheel(folder: Path, distribution: str, version: str) -> bool:
     """True if ``folder`` holds a wheel of ``distribution`` at ``version`` (as pip compares them)."""
     from packaging.utils import InvalidWheelFilename
     from packaging.utils import parse_wheel_filename
-    from packaging.version import Version
 
-    wanted = (canonical_name(distribution), Version(version))
+    wanted = (canonical_name(distribution), parse_version(version))
     for path in folder.glob("*.whl") if folder.is_dir() else ():
         with contextlib.suppress(InvalidWheelFilename):
             if parse_wheel_filename(path.name)[:2] == wanted:

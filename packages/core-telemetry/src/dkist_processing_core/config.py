@@ -303,9 +303,10 @@ class DKISTProcessingCoreConfiguration(BaseSettings):
     @property
     def isb_producer_connection_parameters(self) -> Any:
         """``talus.ConnectionParameterFactory`` for the interservice bus; needs talus."""
+        service = self.isb_mesh_service
         return _talus("ConnectionParameterFactory", "talus.models.connection_parameters")(
-            rabbitmq_host=self.isb_mesh_service.host,
-            rabbitmq_port=self.isb_mesh_service.port,
+            rabbitmq_host=service.host,
+            rabbitmq_port=service.port,
             rabbitmq_user=self.isb_username,
             rabbitmq_pass=self.isb_password,
             connection_name=f"{self.otel_service_name}-producer",

@@ -135,7 +135,7 @@ def publish(
     delivered = job.own_delivered or (own is not None and not own.exists())
     drained = job.delivered - (1 if job.own_delivered else 0)
     duration = time.monotonic() - started
-    error = job.error or "no confirm before the time bound"
+    error = job.error or "time bound reached"
     if delivered:
         logger.info(
             "ISB message %s confirmed by %s (exchange %r, routing key %r) after %d attempt(s) "
@@ -175,7 +175,7 @@ def publish(
         attempts=job.attempts,
         drained=drained,
         duration=duration,
-        error=None if delivered else (job.error or "time bound reached"),
+        error=None if delivered else error,
     )
 
 
