@@ -25,8 +25,9 @@ import shutil
 import stat
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Protocol
 
 from dkist_processing_core._atomic import fsync_folder
 from dkist_processing_core._atomic import write_atomically
@@ -36,6 +37,7 @@ from dkist_processing_core._pinned import parse_pinned
 from dkist_processing_core.errors import DKISTProcessingCoreError
 from dkist_processing_core.worker._digest import content_digest
 from dkist_processing_core.worker._digest import stat_digest
+from dkist_processing_core.worker._install import Installer
 from dkist_processing_core.worker._install import distributions
 from dkist_processing_core.worker._install import interpreter_facts
 from dkist_processing_core.worker._protocol import WorkerError
@@ -46,10 +48,8 @@ MARKER = ".dkist-venv-cache.json"
 MARKER_FORMAT = 3  # 2: with the content digest that verify checks; 3: .pyc by name at start
 MARKER_LIMIT = 64 * 1024 * 1024  # a marker lists the entry's distributions and file digests
 HOLD_GRACE_SECONDS = 3600.0
-OUTCOMES = ("off", "uncacheable", "hit", "built", "rebuilt", "error")
 _NOT_KEYS = ("holds", "interpreters")
 _ENV_NAME = re.compile(r"env-[0-9a-f]{12}")
-_TRUE = {"1", "true", "yes", "on", "y"}
 
 
 def cache_key(requirement: str, interpreter: dict[str, object]) -> dict[str, object] | None:
@@ -106,9 +106,7 @@ def held_envs(root: Path, *, remove_stale: bool = False) -> dict[str, int]:
                 continue
             # O_NONBLOCK | O_NOFOLLOW: never block and never follow, even if the file was swapped
             fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_CLOEXEC)
-        except FileNotFoundError:
-            continue
-        except OSError:  # swapped for a symbolic link, or unreadable: not a hold of ours
+        except OSError:  # gone, swapped for a symbolic link, or unreadable: not a hold of ours
             continue
         try:
             info = os.fstat(fd)
@@ -150,19 +148,34 @@ def key_folders(root: Path) -> list[Path]:
     return [p for p in sorted(root.iterdir()) if p.is_dir() and p.name not in _NOT_KEYS]
 
 
-def open_lock(path: Path) -> int:
-    """Open (creating it) the lock file ``path``; the descriptor is not inherited by children."""
-    return os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+@contextmanager
+def key_lock(folder: Path) -> Iterator[int]:
+    """The key folder's lock file, open (created if needed) and not inherited by children."""
+    fd = os.open(folder / "lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    try:
+        yield fd
+    finally:
+        os.close(fd)
 
 
-def lock(fd: int, exclusive: bool, what: str) -> None:
-    """flock, saying once that the task waits when another process has it."""
-    kind = fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH
+def lock(fd: int, kind: int, waiting: str | None) -> bool:
+    """flock ``kind``; when another process has it, note ``waiting`` once and wait (False if None)."""
     try:
         fcntl.flock(fd, kind | fcntl.LOCK_NB)
     except BlockingIOError:
-        note(f"waiting for another task that is building {what}")
+        if waiting is None:
+            return False
+        note(waiting)
         fcntl.flock(fd, kind)
+    return True
+
+
+def published(folder: Path) -> str | None:
+    """The name the key folder's ``current`` points to, None when nothing is published."""
+    try:
+        return os.readlink(folder / "current")
+    except OSError:
+        return None
 
 
 def read_entry(folder: Path, key: dict[str, object] | None) -> tuple[Path, dict[str, object]] | str:
@@ -206,15 +219,6 @@ FULL_BELOW_BYTES = 64 * 1024 * 1024
 
 class CacheFullError(DKISTProcessingCoreError, OSError):
     """Building an entry failed because the cache's disk is full (the task falls back)."""
-
-
-class Installs(Protocol):
-    """What the cache needs of an installer (:class:`~dkist_processing_core.worker._install.Installer`)."""
-
-    name: str
-
-    def create(self, venv: Path, requirement: str, *, compile_bytecode: bool) -> None:
-        """Make a venv at ``venv`` with ``requirement`` installed."""
 
 
 class Cache:
@@ -269,20 +273,20 @@ class Cache:
         return path
 
     def acquire(
-        self, key: dict[str, object], requirement: str, installer: Installs, hold: int
+        self, key: dict[str, object], requirement: str, installer: Installer, hold: int
     ) -> tuple[Path, dict[str, object], str]:
         """The entry for ``key`` (built if needed), recorded in the hold; returns entry, marker, outcome."""
         self.open()
         fcntl.flock(hold, fcntl.LOCK_EX | fcntl.LOCK_NB)
         folder = self.root / key_name(key)
         folder.mkdir(exist_ok=True)
-        fd = open_lock(folder / "lock")
-        try:
-            lock(fd, False, folder.name)
+        waiting = f"waiting for another task that is building {folder.name}"
+        with key_lock(folder) as fd:
+            lock(fd, fcntl.LOCK_SH, waiting)
             found = read_entry(folder, key)
             if isinstance(found, str):
                 fcntl.flock(fd, fcntl.LOCK_UN)
-                lock(fd, True, folder.name)
+                lock(fd, fcntl.LOCK_EX, waiting)
                 found = read_entry(folder, key)
             outcome = "hit"
             if isinstance(found, str):
@@ -294,15 +298,13 @@ class Cache:
             os.pwrite(hold, str(entry).encode(), 0)
             os.utime(fd)  # last use, for gc
             return entry, marker, outcome
-        finally:
-            os.close(fd)
 
     def _build(
         self,
         folder: Path,
         key: dict[str, object],
         requirement: str,
-        installer: Installs,
+        installer: Installer,
         broken: bool,
     ) -> tuple[Path, dict[str, object]]:
         held = held_envs(self.root)
@@ -315,10 +317,33 @@ class Cache:
                 child.unlink(missing_ok=True)
         entry = folder / f"env-{secrets.token_hex(6)}"
         note(f"building the cached environment {folder.name} with {installer.name}")
+        started = time.monotonic()
         try:
-            return self._build_entry(folder, entry, key, requirement, installer)
+            installer.create(entry, requirement, compile_bytecode=True)
+            digest, files = stat_digest(entry, MARKER)
+            marker = {
+                "format": MARKER_FORMAT,
+                "key": key,
+                "requirement": requirement,
+                "digest": digest,
+                "content": content_digest(entry, MARKER),
+                "files": files,
+                "installer": installer.name,
+                "built": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                "build_seconds": round(time.monotonic() - started, 3),
+                "distributions": distributions(entry),
+            }
+            write_atomically(entry / MARKER, json.dumps(marker, indent=1), durable=True)
+            link = folder / f"current.tmp-{secrets.token_hex(4)}"
+            os.symlink(entry.name, link)
+            os.replace(link, folder / "current")
+            fsync_folder(folder)
+            return entry, marker
         except BaseException as error:
-            available = _available_bytes(folder)  # before the half-built entry frees its space
+            try:  # before the half-built entry frees its space
+                available = shutil.disk_usage(folder).free
+            except OSError:
+                available = 0
             shutil.rmtree(entry, ignore_errors=True)
             if isinstance(error, (WorkerError, OSError)) and available < FULL_BELOW_BYTES:
                 raise CacheFullError(
@@ -327,44 +352,12 @@ class Cache:
                 ) from None
             raise
 
-    def _build_entry(
-        self,
-        folder: Path,
-        entry: Path,
-        key: dict[str, object],
-        requirement: str,
-        installer: Installs,
-    ) -> tuple[Path, dict[str, object]]:
-        current = folder / "current"
-        started = time.monotonic()
-        installer.create(entry, requirement, compile_bytecode=True)
-        listing = distributions(entry)
-        digest, files = stat_digest(entry, MARKER)
-        marker = {
-            "format": MARKER_FORMAT,
-            "key": key,
-            "requirement": requirement,
-            "digest": digest,
-            "content": content_digest(entry, MARKER),
-            "files": files,
-            "installer": installer.name,
-            "built": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-            "build_seconds": round(time.monotonic() - started, 3),
-            "distributions": listing,
-        }
-        write_atomically(entry / MARKER, json.dumps(marker, indent=1), durable=True)
-        link = folder / f"current.tmp-{secrets.token_hex(4)}"
-        os.symlink(entry.name, link)
-        os.replace(link, current)
-        fsync_folder(folder)
-        return entry, marker
-
 
 def unpublish(folder: Path, held: dict[str, int]) -> None:
     """Under the key's exclusive lock: remove ``current``; set its entry aside unless a task holds it."""
-    current = folder / "current"
-    target = folder / os.readlink(current) if current.is_symlink() else None
-    current.unlink(missing_ok=True)
+    name = published(folder)
+    target = None if name is None else folder / name
+    (folder / "current").unlink(missing_ok=True)
     if (
         target is not None
         and target.is_dir()
@@ -374,11 +367,3 @@ def unpublish(folder: Path, held: dict[str, int]) -> None:
         aside = folder / f"aside-{time.strftime('%Y%m%dT%H%M%S')}-{secrets.token_hex(3)}"
         target.rename(aside)
         note(f"set aside as {aside}")
-
-
-def _available_bytes(folder: Path) -> int:
-    try:
-        info = os.statvfs(folder)
-    except OSError:
-        return 0
-    return info.f_bavail * info.f_frsize

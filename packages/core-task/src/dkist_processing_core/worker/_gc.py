@@ -21,6 +21,7 @@ import os
 import re
 import shutil
 import time
+from dataclasses import asdict
 from dataclasses import dataclass
 from dataclasses import field
 from pathlib import Path
@@ -123,16 +124,6 @@ def _size(path: Path, seen: set[tuple[int, int]]) -> int:
     return total
 
 
-def _try_lock(folder: Path) -> int | None:
-    fd = worker_cache.open_lock(folder / "lock")
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        os.close(fd)
-        return None
-    return fd
-
-
 class Say(Protocol):
     """Where gc reports what it does with an entry (by default a ``gc`` event of the protocol)."""
 
@@ -150,20 +141,24 @@ class _Collector:
         self.seen: set[tuple[int, int]] = set()
         self.verb = "would remove" if dry_run else "removed"
 
-    def _delete(self, folder: Path, path: Path, unpublish: bool) -> bool:
-        """Under the key's lock: unpublish, rename to a trash name; the caller deletes it after."""
-        if self.dry_run:
-            return True
-        try:
-            if unpublish:
-                (folder / "current").unlink(missing_ok=True)
-            trash = folder / f"trash-{path.name}"
-            path.rename(trash)
-            shutil.rmtree(trash)
-        except OSError as error:
-            self.report.errors.append(f"{path}: {error}")
-            self.say("error", str(path), f"could not remove it: {error}")
-            return False
+    def _remove(
+        self, folder: Path, path: Path, label: str, why: str, size: int, unpublish: bool
+    ) -> bool:
+        """Under the key's lock: unpublish, rename to a trash name, delete; count and say it."""
+        if not self.dry_run:
+            try:
+                if unpublish:
+                    (folder / "current").unlink(missing_ok=True)
+                trash = folder / f"trash-{path.name}"
+                path.rename(trash)
+                shutil.rmtree(trash)
+            except OSError as error:
+                self.report.errors.append(f"{path}: {error}")
+                self.say("error", str(path), f"could not remove it: {error}")
+                return False
+        self.report.removed += 1
+        self.report.removed_size += size
+        self.say(self.verb, label, why, size)
         return True
 
     def scan(self) -> list[_Entry]:
@@ -171,28 +166,25 @@ class _Collector:
         published = []
         held = worker_cache.held_envs(self.root, remove_stale=not self.dry_run)
         for folder in worker_cache.key_folders(self.root):
-            fd = _try_lock(folder)
-            if fd is None:
-                self.report.busy += 1
-                self.say("skipped", folder.name, "a task is building or starting from it")
-                continue
-            try:
-                current = (
-                    os.readlink(folder / "current") if (folder / "current").is_symlink() else None
-                )
+            with worker_cache.key_lock(folder) as fd:
+                if not worker_cache.lock(fd, fcntl.LOCK_EX, None):
+                    self.report.busy += 1
+                    self.say("skipped", folder.name, "a task is building or starting from it")
+                    continue
+                current = worker_cache.published(folder)
                 last_used = os.fstat(fd).st_mtime
                 for child in sorted(folder.iterdir()):
                     name = child.name
-                    if name == current or name == "lock" or name == "current":
+                    if name in (current, "lock", "current"):
                         continue
-                    if name.startswith("current.tmp-") or name.startswith("trash-"):
+                    if name.startswith(("current.tmp-", "trash-")):
                         if not self.dry_run:
                             shutil.rmtree(
                                 child
                             ) if child.is_dir() and not child.is_symlink() else child.unlink()
                         continue
-                    if os.path.realpath(child) in held:
-                        users = held[os.path.realpath(child)]
+                    users = held.get(os.path.realpath(child))
+                    if users:
                         self.say(
                             "kept", f"{folder.name}/{name}", f"in use by {users} running task(s)"
                         )
@@ -203,43 +195,31 @@ class _Collector:
                         if name.startswith("aside-")
                         else "not published (half-built or superseded)"
                     )
-                    if self._delete(folder, child, unpublish=False):
-                        self.report.removed += 1
-                        self.report.removed_size += size
+                    if self._remove(folder, child, f"{folder.name}/{name}", why, size, False):
                         self.report.size_before += size
                         self.report.entries += 1
-                        self.say(self.verb, f"{folder.name}/{name}", why, size)
                 if current is not None and (folder / current).is_dir():
                     size = _size(folder / current, self.seen)
                     published.append(_Entry(folder, folder / current, size, last_used))
                     self.report.entries += 1
                     self.report.size_before += size
-            finally:
-                os.close(fd)
         return published
 
     def evict(self, entry: _Entry, why: str, now: float) -> bool:
-        fd = _try_lock(entry.folder)
-        if fd is None:
-            self.say("kept", entry.folder.name, "a task is starting from it")
-            return False
-        try:
-            held = worker_cache.held_envs(self.root)
-            if os.path.realpath(entry.path) in held:
-                users = held[os.path.realpath(entry.path)]
-                age = _human_age(now - entry.last_used)
+        with worker_cache.key_lock(entry.folder) as fd:
+            if not worker_cache.lock(fd, fcntl.LOCK_EX, None):
+                self.say("kept", entry.folder.name, "a task is starting from it")
+                return False
+            age = _human_age(now - entry.last_used)
+            users = worker_cache.held_envs(self.root).get(os.path.realpath(entry.path))
+            if users:
                 reason = f"in use by {users} running task(s) (last used {age} ago)"
                 self.say("kept", entry.folder.name, reason, entry.size)
                 return False
-            if not self._delete(entry.folder, entry.path, unpublish=True):
-                return False
-        finally:
-            os.close(fd)
-        self.report.removed += 1
-        self.report.removed_size += entry.size
-        age = _human_age(now - entry.last_used)
-        self.say(self.verb, entry.folder.name, f"{why} (last used {age} ago)", entry.size)
-        return True
+            reason = f"{why} (last used {age} ago)"
+            return self._remove(
+                entry.folder, entry.path, entry.folder.name, reason, entry.size, True
+            )
 
 
 def collect_garbage(
@@ -307,16 +287,6 @@ def gc_command(
     except ValueError as error:
         raise WorkerError(str(error), 2) from None
     report = collect_garbage(folder, max_size=size, max_age=age, dry_run=dry_run)
-    emit(
-        "gc-summary",
-        entries=report.entries,
-        size_before=report.size_before,
-        removed=report.removed,
-        removed_size=report.removed_size,
-        size_after=report.size_after,
-        in_use=report.in_use,
-        busy=report.busy,
-        errors=len(report.errors),
-        dry_run=dry_run,
-    )
+    summary = asdict(report) | {"errors": len(report.errors), "size_after": report.size_after}
+    emit("gc-summary", **summary, dry_run=dry_run)
     return 1 if report.errors else 0

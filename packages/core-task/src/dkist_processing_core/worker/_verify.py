@@ -12,7 +12,6 @@ name the damaged files). A damaged entry is then unpublished under the exclusive
 from __future__ import annotations
 
 import fcntl
-import os
 import time
 from pathlib import Path
 
@@ -20,7 +19,8 @@ from dkist_processing_core.worker._cache import LAYOUT
 from dkist_processing_core.worker._cache import MARKER
 from dkist_processing_core.worker._cache import held_envs
 from dkist_processing_core.worker._cache import key_folders
-from dkist_processing_core.worker._cache import open_lock
+from dkist_processing_core.worker._cache import key_lock
+from dkist_processing_core.worker._cache import published
 from dkist_processing_core.worker._cache import read_entry
 from dkist_processing_core.worker._cache import unpublish
 from dkist_processing_core.worker._digest import content_digest
@@ -30,14 +30,6 @@ from dkist_processing_core.worker._protocol import emit
 __all__ = ["verify_cache"]
 
 _SHOWN = 20  # damaged files named per entry
-
-
-def _published(folder: Path) -> str:
-    """The name ``current`` points to, "" when nothing is published."""
-    try:
-        return os.readlink(folder / "current")
-    except OSError:
-        return ""
 
 
 def _check(folder: Path) -> tuple[str, list[str]]:
@@ -67,11 +59,10 @@ def verify_cache(cache_dir: Path) -> int:
     started = time.monotonic()
     checked = damaged = 0
     for folder in key_folders(root):
-        fd = open_lock(folder / "lock")
-        try:
+        with key_lock(folder) as fd:
             fcntl.flock(fd, fcntl.LOCK_SH)
-            entry = _published(folder)
-            if not entry:
+            entry = published(folder)
+            if entry is None:
                 continue
             checked += 1
             why, bad_files = _check(folder)
@@ -80,7 +71,7 @@ def verify_cache(cache_dir: Path) -> int:
                 continue
             damaged += 1
             fcntl.flock(fd, fcntl.LOCK_EX)  # no task starts from it while it is unpublished
-            if _published(folder) == entry:  # not rebuilt meanwhile
+            if published(folder) == entry:  # not rebuilt meanwhile
                 unpublish(folder, held_envs(root))
             emit(
                 "verify",
@@ -90,8 +81,6 @@ def verify_cache(cache_dir: Path) -> int:
                 damaged_files=bad_files[:_SHOWN],
                 more_damaged_files=max(0, len(bad_files) - _SHOWN),
             )
-        finally:
-            os.close(fd)
     seconds = round(time.monotonic() - started, 3)
     emit("verify-summary", checked=checked, damaged=damaged, seconds=seconds)
     return damaged
