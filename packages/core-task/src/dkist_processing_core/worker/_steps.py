@@ -14,6 +14,7 @@ worker (exit 128 + the signal's number). The scratch folder and the hold are rem
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shutil
@@ -215,12 +216,9 @@ def _task_environment(
 
 
 def _print_limits() -> None:
-    try:
-        with open("/proc/self/limits", encoding="utf-8") as limits:
-            sys.stderr.write(limits.read())
-    except OSError:
-        return
-    sys.stderr.flush()
+    with contextlib.suppress(OSError), open("/proc/self/limits", encoding="utf-8") as limits:
+        sys.stderr.write(limits.read())
+        sys.stderr.flush()
 
 
 def run_worker(environ: dict[str, str]) -> int:
