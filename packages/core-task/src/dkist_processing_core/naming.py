@@ -22,7 +22,7 @@ __all__ = [
 
 MAX_WORKFLOW_NAME_LENGTH = 100
 MAX_VERSION_LENGTH = 64
-_ALLOWED = re.compile(r"[A-Za-z0-9._-]")
+_NOT_ALLOWED = re.compile(r"[^A-Za-z0-9._-]")
 _ALLOWED_TEXT = "letters, digits, '.', '_' and '-'"
 
 
@@ -36,12 +36,11 @@ def validate_name_part(value: object, what: str, max_length: int | None = None) 
         raise NamingError(f"{what} must be a string, got {type(value).__name__} {value!r}")
     if not value:
         raise NamingError(f"{what} must not be empty")
-    for position, character in enumerate(value):
-        if not _ALLOWED.fullmatch(character):
-            raise NamingError(
-                f"{what} {value!r} has the character {character!r} at position {position}; "
-                f"only {_ALLOWED_TEXT} are allowed"
-            )
+    if bad := _NOT_ALLOWED.search(value):
+        raise NamingError(
+            f"{what} {value!r} has the character {bad[0]!r} at position {bad.start()}; "
+            f"only {_ALLOWED_TEXT} are allowed"
+        )
     if max_length is not None and len(value) > max_length:
         raise NamingError(
             f"{what} {value!r} is {len(value)} characters long; the limit is {max_length}"

@@ -37,9 +37,7 @@ class RecipeRunIdError(UsageError, ValueError):
 def parse_recipe_run_id(value: object) -> int:
     """The id ``value`` stands for, or :class:`RecipeRunIdError` (see the module docstring)."""
     number: int | None = None
-    if isinstance(value, bool):
-        number = None
-    elif isinstance(value, numbers.Integral):
+    if isinstance(value, numbers.Integral) and not isinstance(value, bool):
         number = int(value)
     elif isinstance(value, float):
         number = int(value) if value.is_integer() else None

@@ -113,7 +113,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--workflow-version", required=True)
     parser.add_argument(
         "--recipe-run-id",
-        default=None,
+        default=os.environ.get(RECIPE_RUN_ID_VARIABLE),
         help=f"overrides ${RECIPE_RUN_ID_VARIABLE} (for manual runs)",
     )
     return parser
@@ -129,17 +129,12 @@ def main(argv: list[str] | None = None) -> int:
     except ImportError as error:
         print(f"dkist-processing-core: {error}", file=sys.stderr)
         return 2
-    raw_id = (
-        args.recipe_run_id
-        if args.recipe_run_id is not None
-        else os.environ.get(RECIPE_RUN_ID_VARIABLE)
-    )
     try:
-        if raw_id is None:
+        if args.recipe_run_id is None:
             raise InvocationError(
                 f"no recipe run id: set ${RECIPE_RUN_ID_VARIABLE} or pass --recipe-run-id"
             )
-        recipe_run_id = parse_recipe_run_id(raw_id)
+        recipe_run_id = parse_recipe_run_id(args.recipe_run_id)
         _check_configuration()
         cls = load_task_class(args.module, args.task)
     except (InvocationError, RecipeRunIdError) as error:
@@ -150,11 +145,10 @@ def main(argv: list[str] | None = None) -> int:
         _run(cls, recipe_run_id, args.workflow_name, args.workflow_version, task_errors)
     except (Exception, SystemExit) as error:
         task_error = task_errors[0] if task_errors else error
-        if not isinstance(task_error, SystemExit):
-            traceback.print_exc()
         if isinstance(task_error, SystemExit):
             message = f"called sys.exit({task_error.code!r}); a task signals failure by raising an exception"
         else:
+            traceback.print_exc()
             message = f"failed: {_describe(task_error)}"
         if task_error is not error:
             message += f" (and leaving the task then raised {_describe(error)})"

@@ -61,8 +61,6 @@ METER_NAME = "dkist"
 """Name of the meter of every task, as in the previous product: metric names built with
 :meth:`TaskBase.format_metric_name` are ``dkist.processing.<name>``, what dashboards query."""
 
-#: Recipe run ids are OpenTelemetry int attributes, which are signed 64-bit.
-
 
 def apply_file_descriptor_limit(wanted: int) -> int | None:
     """Raise the soft ``RLIMIT_NOFILE`` of this process to ``wanted`` if it is lower.
