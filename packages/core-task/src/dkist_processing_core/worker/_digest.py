@@ -18,6 +18,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import os
+from collections.abc import Callable
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -26,11 +27,12 @@ __all__ = ["content_digest", "record_mismatches", "stat_digest"]
 _CHUNK = 1024 * 1024
 
 
-def _walk(root: Path, skip: str) -> Iterator[tuple[str, bytes, os.DirEntry[bytes]]]:
-    """``(kind, relative path, entry)`` of everything under ``root``, sorted, depth first.
+def _walk(
+    root: Path, skip: str, feed: Callable[[bytes], object]
+) -> Iterator[tuple[bytes, os.DirEntry[bytes]]]:
+    """``(relative path, entry)`` of every file under ``root`` but ``skip``, sorted, depth first.
 
-    kind is ``L`` (symbolic link), ``D`` (folder) or ``F`` (anything else); ``skip`` (the
-    marker's name) is left out.
+    Symbolic links (with their targets) and folders go to ``feed`` instead, in the same order.
     """
     base, skipped = os.fsencode(root), os.fsencode(skip)
     pending = [b""]
@@ -43,24 +45,20 @@ def _walk(root: Path, skip: str) -> Iterator[tuple[str, bytes, os.DirEntry[bytes
             if path == skipped:
                 continue
             if entry.is_symlink():
-                yield "L", path, entry
+                feed(b"L " + path + b" " + os.readlink(entry.path) + b"\n")
             elif entry.is_dir(follow_symlinks=False):
-                yield "D", path, entry
+                feed(b"D " + path + b"\n")
                 pending.append(path)
             else:
-                yield "F", path, entry
+                yield path, entry
 
 
 def stat_digest(root: Path, skip: str) -> tuple[str, int]:
     """sha256 over relative path, size and mtime of every file (link targets, folders); file count."""
     hasher = hashlib.sha256()
     files = 0
-    for kind, path, entry in _walk(root, skip):
-        if kind == "L":
-            hasher.update(b"L " + path + b" " + os.readlink(entry.path) + b"\n")
-        elif kind == "D":
-            hasher.update(b"D " + path + b"\n")
-        elif path.endswith(b".pyc") and b"/__pycache__/" in path:
+    for path, entry in _walk(root, skip, hasher.update):
+        if path.endswith(b".pyc") and b"/__pycache__/" in path:
             hasher.update(b"C " + path + b"\n")
         else:
             info = entry.stat(follow_symlinks=False)
@@ -81,13 +79,8 @@ def _file_sha256(path: bytes | str) -> bytes:
 def content_digest(root: Path, skip: str) -> str:
     """sha256 over relative path and content digest of every file (link targets, folders)."""
     hasher = hashlib.sha256()
-    for kind, path, entry in _walk(root, skip):
-        if kind == "L":
-            hasher.update(b"L " + path + b" " + os.readlink(entry.path) + b"\n")
-        elif kind == "D":
-            hasher.update(b"D " + path + b"\n")
-        else:
-            hasher.update(b"F " + path + b" " + _file_sha256(entry.path) + b"\n")
+    for path, entry in _walk(root, skip, hasher.update):
+        hasher.update(b"F " + path + b" " + _file_sha256(entry.path) + b"\n")
     return hasher.hexdigest()
 
 
