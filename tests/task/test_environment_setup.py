@@ -79,6 +79,8 @@ def test_without_a_report_nothing_changes(task_env, in_memory_telemetry):
         ("uv", "hit", "20", "10"),  # ends before it starts
         ("u v; x", "hit", "1", "2"),
         ("", "", "", ""),
+        ("uv", "hit", "\u00b2", "3"),  # str.isdigit() says yes, int() says no
+        ("uv", "hit", "1", "\u0661"),  # Arabic-Indic: int() reads it, the worker never writes it
     ],
 )
 def test_a_malformed_report_is_ignored(values):

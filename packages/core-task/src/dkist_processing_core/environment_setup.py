@@ -44,6 +44,8 @@ ENVIRONMENT_VARIABLES = (
     "DKIST_ENV_SETUP_END_NS",
 )
 _WORD = re.compile(r"[a-z_]{1,20}")
+# ASCII digits only (str.isdigit() also takes "²", which int() refuses), within OTLP's 64 bits
+_DIGITS = re.compile(r"[0-9]{1,19}")
 
 
 @dataclass(frozen=True)
@@ -96,7 +98,10 @@ def take_environment_setup(
     values = [environ.pop(name, "") for name in ENVIRONMENT_VARIABLES]
     installer, cache, start, end = (value.strip() for value in values)
     if not (
-        _WORD.fullmatch(installer) and _WORD.fullmatch(cache) and start.isdigit() and end.isdigit()
+        _WORD.fullmatch(installer)
+        and _WORD.fullmatch(cache)
+        and _DIGITS.fullmatch(start)
+        and _DIGITS.fullmatch(end)
     ):
         return None
     if int(end) < int(start):
