@@ -79,8 +79,7 @@ def auto_instrument(
     }
     switched_on = []
     for name, (module_name, class_name, library) in INSTRUMENTATIONS.items():
-        wants_traces = name != "system_metrics"
-        provider = tracer_provider if wants_traces else meter_provider
+        provider = meter_provider if name == "system_metrics" else tracer_provider
         if name in disabled or provider is None:
             continue
         if not (_module_available(library) and _module_available(module_name)):
@@ -99,12 +98,8 @@ def auto_instrument(
             if instrumentor.is_instrumented_by_opentelemetry:
                 switched_on.append(name)
                 continue
-            if wants_traces:
-                instrumentor.instrument(
-                    tracer_provider=tracer_provider, meter_provider=meter_provider
-                )
-            else:
-                instrumentor.instrument(meter_provider=meter_provider)
+            # The system metrics instrumentor ignores tracer_provider.
+            instrumentor.instrument(tracer_provider=tracer_provider, meter_provider=meter_provider)
         except Exception as error:  # a broken instrumentation must not stop the task
             _log.warning(
                 "auto-instrumentation %s could not be switched on: %s: %s",

@@ -40,8 +40,8 @@ def _default_retry() -> RetryConfig:
 def check_seconds(value: object, what: str, *, positive: bool = False) -> float:
     """``value`` as seconds if it is a finite number in range, else ValueError naming ``what``."""
     number = value if isinstance(value, int | float) and not isinstance(value, bool) else math.nan
-    low_ok = number > 0 if positive else number >= 0
-    if not (math.isfinite(number) and low_ok and number <= MAX_SECONDS):
+    # NaN fails every comparison; no float conversion, so a huge integer is refused, not overflowed.
+    if not ((number > 0 if positive else number >= 0) and number <= MAX_SECONDS):
         low = "> 0" if positive else ">= 0"
         raise ValueError(
             f"{what} must be a number of seconds {low} and <= {MAX_SECONDS:g}, got {value!r}"

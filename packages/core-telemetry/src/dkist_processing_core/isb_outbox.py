@@ -384,10 +384,9 @@ def _not_ours(status: os.stat_result) -> str | None:
 
 def _read_entry(fd: int) -> object:
     """The JSON value of an entry file; InvalidMessageError if it is too large or not JSON."""
-    data = b""
-    try:
-        while len(data) <= _MAX_FILE_BYTES and (chunk := os.read(fd, 65536)):
-            data += chunk
+    try:  # the fd stays open: it holds the claim
+        with open(fd, "rb", closefd=False) as file:
+            data = file.read(_MAX_FILE_BYTES + 1)
     except OSError as error:
         raise InvalidMessageError(f"the file cannot be read ({error})") from None
     if len(data) > _MAX_FILE_BYTES:

@@ -14,6 +14,7 @@ the two is set up first.
 
 from __future__ import annotations
 
+import contextlib
 import logging as _stdlib_logging
 import sys
 import threading
@@ -68,15 +69,6 @@ def _level_number(level: str) -> int:
         ) from None
 
 
-def _foreign_logging_active() -> bool:
-    return FOREIGN_LOGGING_MODULE in sys.modules
-
-
-def _routes_stdlib_to_loguru(handler: _stdlib_logging.Handler) -> bool:
-    # Ours, or the previous product's class of the same name and job.
-    return isinstance(handler, InterceptHandler) or type(handler).__name__ == "InterceptHandler"
-
-
 def configure_logging(level: str | int | None = None) -> None:
     """Send loguru's output to stderr at ``level`` (default: ``LOGURU_LEVEL``) and route stdlib logging into it.
 
@@ -97,7 +89,7 @@ def configure_logging(level: str | int | None = None) -> None:
     sink_level: str | int = number if name.isdigit() else name
     with _lock:
         root = _stdlib_logging.getLogger()
-        if _foreign_logging_active():
+        if FOREIGN_LOGGING_MODULE in sys.modules:
             # It removed every loguru sink when it was imported, ours included (if any).
             _sink_id = None
             _sink_level = name
@@ -107,20 +99,20 @@ def configure_logging(level: str | int | None = None) -> None:
             return
         if _sink_id is None:
             _root_level_before = root.level
-            try:
+            with contextlib.suppress(ValueError):  # already removed by the application
                 logger.remove(_default_sink_id)
                 _removed_default_sink = True
-            except ValueError:
-                pass  # already removed by the application
         else:
-            try:
+            with contextlib.suppress(ValueError):  # removed by the application
                 logger.remove(_sink_id)
-            except ValueError:
-                pass  # removed by the application
         # diagnose=False: tracebacks must not print local variables (they may hold secrets).
         _sink_id = logger.add(sys.stderr, level=sink_level, backtrace=False, diagnose=False)
         _sink_level = name
-        if not any(_routes_stdlib_to_loguru(handler) for handler in root.handlers):
+        # Ours, or the previous product's class of the same name and job.
+        if not any(
+            isinstance(h, InterceptHandler) or type(h).__name__ == "InterceptHandler"
+            for h in root.handlers
+        ):
             root.addHandler(InterceptHandler())
         # Records below the level are dropped by the stdlib before they are formatted.
         root.setLevel(number)
@@ -148,16 +140,12 @@ def reset_logging() -> None:
     with _lock:
         if _sink_id is None:
             return
-        try:
+        with contextlib.suppress(ValueError):  # removed by the application already
             logger.remove(_sink_id)
-        except ValueError:
-            pass  # removed by the application already
         if _removed_default_sink:
             _default_sink_id = logger.add(sys.stderr)
         root = _stdlib_logging.getLogger()
-        for handler in [
-            handler for handler in root.handlers if isinstance(handler, InterceptHandler)
-        ]:
+        for handler in [h for h in root.handlers if isinstance(h, InterceptHandler)]:
             root.removeHandler(handler)
         if _root_level_before is not None:
             root.setLevel(_root_level_before)

@@ -34,7 +34,9 @@ import os
 import threading
 import time
 from collections.abc import Callable
+from collections.abc import Mapping
 from dataclasses import dataclass
+from functools import partial
 from typing import TYPE_CHECKING
 from typing import Any
 
@@ -95,9 +97,9 @@ class TelemetryProviders:
 
 _lock = threading.RLock()
 _providers: TelemetryProviders | None = None
-# Exporting providers built here; shut down (bounded) at exit. None: no flush yet, else whether the
-# last flush finished.
-_built: list[Any] = []
+# Shutdowns of the exporting providers built here, each given the seconds it may take; run
+# (bounded) at exit. _last_flush_finished: None: no flush yet, else whether the last one finished.
+_built: list[Callable[[float], Any]] = []
 _last_flush_finished: bool | None = None
 _exit_handler_registered = False
 
@@ -185,20 +187,17 @@ def flush_telemetry(timeout_seconds: float = FLUSH_TIMEOUT_SECONDS) -> bool:
     if providers is None:
         return True
     seconds = max(timeout_seconds, 0.0)
-    calls = {}
-    for kind, provider in (
-        ("traces", providers.tracer_provider),
-        ("metrics", providers.meter_provider),
-    ):
-        force_flush = getattr(provider, "force_flush", None)
-        if force_flush is not None:  # the API's no-op providers have nothing to flush
-            calls[kind] = _with_timeout(force_flush, seconds)
-    flushed = True
-    for outcome in _run_bounded(calls, seconds, "flush").values():
+    kinds = {"traces": providers.tracer_provider, "metrics": providers.meter_provider}
+    calls = {  # the API's no-op providers have nothing to flush
+        kind: _with_timeout(provider.force_flush, seconds)
+        for kind, provider in kinds.items()
+        if hasattr(provider, "force_flush")
+    }
+    outcomes = _run_bounded(calls, seconds, "flush").values()
+    for outcome in outcomes:
         if isinstance(outcome, Exception):  # an exporter fault must not hide the task's outcome
             _log.warning("flushing telemetry failed: %s: %s", type(outcome).__name__, outcome)
-        if outcome is _UNFINISHED or outcome is False or isinstance(outcome, Exception):
-            flushed = False
+    flushed = not any(o is _UNFINISHED or o is False or isinstance(o, Exception) for o in outcomes)
     if not flushed:
         _log.warning("not all telemetry could be exported within %.1f s", timeout_seconds)
     _last_flush_finished = flushed
@@ -209,7 +208,9 @@ def _with_timeout(method: Callable[..., Any], seconds: float) -> Callable[[], An
     return lambda: method(timeout_millis=int(seconds * 1000))
 
 
-def _run_bounded(calls: dict[str, Callable[[], Any]], seconds: float, what: str) -> dict[str, Any]:
+def _run_bounded(
+    calls: Mapping[str, Callable[[], Any]], seconds: float, what: str
+) -> dict[str, Any]:
     """Run the calls side by side in daemon threads; wait at most ``seconds`` in all.
 
     Returns each call's result, the exception it raised, or ``_UNFINISHED``. A call still running
@@ -240,26 +241,12 @@ def _run_bounded(calls: dict[str, Callable[[], Any]], seconds: float, what: str)
 def _shutdown_at_exit() -> None:
     """Shut the exporting providers built here down, bounded (they are built without the SDK's
     own unbounded exit handler)."""
-    providers, _built[:] = list(_built), []
-    if not providers:
+    shutdowns, _built[:] = list(_built), []
+    if not shutdowns:
         return
     seconds = _EXIT_SHUTDOWN_SECONDS[_last_flush_finished]
-    calls = {}
-    for index, provider in enumerate(providers):
-        shutdown = provider.shutdown
-        calls[str(index)] = (
-            _with_timeout(shutdown, seconds) if _takes_timeout(shutdown) else shutdown
-        )
+    calls = {str(index): partial(shutdown, seconds) for index, shutdown in enumerate(shutdowns)}
     _run_bounded(calls, seconds, "shutdown")
-
-
-def _takes_timeout(method: Callable[..., Any]) -> bool:
-    import inspect
-
-    try:
-        return "timeout_millis" in inspect.signature(method).parameters
-    except (TypeError, ValueError):  # pragma: no cover - a builtin without a signature
-        return False
 
 
 def _export_timeout(kind: str) -> float | None:
@@ -269,13 +256,13 @@ def _export_timeout(kind: str) -> float | None:
     return FLUSH_TIMEOUT_SECONDS
 
 
-def _remember_for_exit(provider: Any) -> None:
+def _remember_for_exit(shutdown: Callable[[float], Any]) -> None:
     global _exit_handler_registered
     with _lock:
         if not _exit_handler_registered:
             atexit.register(_shutdown_at_exit)
             _exit_handler_registered = True
-        _built.append(provider)
+        _built.append(shutdown)
 
 
 def _build_providers(configuration: DKISTProcessingCoreConfiguration) -> TelemetryProviders:
@@ -291,8 +278,7 @@ def _build_providers(configuration: DKISTProcessingCoreConfiguration) -> Telemet
         )
 
     resource = _resource(configuration)
-    tracer_provider: Any = NoOpTracerProvider()
-    meter_provider: Any = NoOpMeterProvider()
+    tracer_provider = meter_provider = None  # exporting ones
     if traces_endpoint:
         tracer_provider = _exporting_tracer_provider(
             resource, traces_endpoint, configuration.otel_exporter_otlp_traces_insecure
@@ -301,13 +287,9 @@ def _build_providers(configuration: DKISTProcessingCoreConfiguration) -> Telemet
         meter_provider = _exporting_meter_provider(
             resource, metrics_endpoint, configuration.otel_exporter_otlp_metrics_insecure
         )
-    _register_globals(
-        tracer_provider if traces_endpoint else None, meter_provider if metrics_endpoint else None
-    )
+    _register_globals(tracer_provider, meter_provider)
     instrumentations = auto_instrument(
-        configuration,
-        tracer_provider=tracer_provider if traces_endpoint else None,
-        meter_provider=meter_provider if metrics_endpoint else None,
+        configuration, tracer_provider=tracer_provider, meter_provider=meter_provider
     )
     _log.debug(
         "telemetry: traces to %s, metrics to %s, instrumentations %s",
@@ -316,8 +298,8 @@ def _build_providers(configuration: DKISTProcessingCoreConfiguration) -> Telemet
         ", ".join(instrumentations) or "none",
     )
     return TelemetryProviders(
-        tracer_provider=tracer_provider,
-        meter_provider=meter_provider,
+        tracer_provider=NoOpTracerProvider() if tracer_provider is None else tracer_provider,
+        meter_provider=NoOpMeterProvider() if meter_provider is None else meter_provider,
         exports_traces=bool(traces_endpoint),
         exports_metrics=bool(metrics_endpoint),
         instrumentations=instrumentations,
@@ -348,7 +330,7 @@ def _exporting_tracer_provider(resource: Any, endpoint: str, insecure: bool) -> 
     )
     provider = TracerProvider(resource=resource, shutdown_on_exit=False)
     provider.add_span_processor(BatchSpanProcessor(exporter))
-    _remember_for_exit(provider)
+    _remember_for_exit(lambda _seconds: provider.shutdown())  # the SDK's takes no timeout
     return provider
 
 
@@ -362,7 +344,7 @@ def _exporting_meter_provider(resource: Any, endpoint: str, insecure: bool) -> A
     )
     reader = PeriodicExportingMetricReader(exporter)
     provider = MeterProvider(resource=resource, metric_readers=[reader], shutdown_on_exit=False)
-    _remember_for_exit(provider)
+    _remember_for_exit(lambda seconds: _with_timeout(provider.shutdown, seconds)())
     return provider
 
 
