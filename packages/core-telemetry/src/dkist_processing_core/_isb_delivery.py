@@ -27,6 +27,9 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator
+from dataclasses import KW_ONLY
+from dataclasses import dataclass
+from dataclasses import field
 from pathlib import Path
 from typing import TYPE_CHECKING
 from typing import Any
@@ -69,32 +72,29 @@ def retry_delay(retry: RetryConfig, attempt: int) -> float:
     return max(0.0, min(base + random.uniform(low, high), retry.retry_max_delay))
 
 
+@dataclass
 class Delivery:
     """One bounded job: send the caller's message (``own``, or ``extra`` if the outbox could not
     keep it) or, with ``flush``, everything this run may send; the outbox oldest first."""
 
-    def __init__(
-        self,
-        target: IsbTarget,
-        outbox: Outbox,
-        *,
-        started: float,
-        bound: float,
-        own: Path | None = None,
-        extra: dict[str, Any] | None = None,
-        flush: bool = False,
-    ) -> None:
-        self.target = target
-        self.outbox = outbox
-        self.own = own
-        self.extra = extra
-        self.flush = flush
-        self.deadline = started + bound
-        self.network_deadline = self.deadline - min(_RESERVE_MAX, bound * _RESERVE_FRACTION)
-        self.stop = threading.Event()
-        self.attempts = self.delivered = 0
-        self.own_delivered = False
-        self.error: str | None = None
+    target: IsbTarget
+    outbox: Outbox
+    _: KW_ONLY
+    started: float
+    bound: float
+    own: Path | None = None
+    extra: dict[str, Any] | None = None
+    flush: bool = False
+    # What the job did, read by the caller even after it gave up waiting for the thread.
+    attempts: int = field(default=0, init=False)
+    delivered: int = field(default=0, init=False)
+    own_delivered: bool = field(default=False, init=False)
+    error: str | None = field(default=None, init=False)
+    stop: threading.Event = field(default_factory=threading.Event, init=False)
+
+    def __post_init__(self) -> None:
+        self.deadline = self.started + self.bound
+        self.network_deadline = self.deadline - min(_RESERVE_MAX, self.bound * _RESERVE_FRACTION)
 
     def run(self) -> None:
         """Run the job in a worker thread; return by the deadline whatever it is blocked on."""

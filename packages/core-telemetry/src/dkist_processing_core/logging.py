@@ -56,19 +56,6 @@ class InterceptHandler(_stdlib_logging.Handler):
         logger.opt(depth=depth, exception=record.exc_info).log(level, record.getMessage())
 
 
-def _level_number(level: str) -> int:
-    from loguru import logger
-
-    if level.isdigit():
-        return int(level)
-    try:
-        return logger.level(level).no
-    except ValueError:
-        raise ValueError(
-            f"unknown log level {level!r}; use TRACE, DEBUG, INFO, SUCCESS, WARNING, ERROR, CRITICAL or a number"
-        ) from None
-
-
 def configure_logging(level: str | int | None = None) -> None:
     """Send loguru's output to stderr at ``level`` (default: ``LOGURU_LEVEL``) and route stdlib logging into it.
 
@@ -85,7 +72,12 @@ def configure_logging(level: str | int | None = None) -> None:
 
         level = core_configuration().loguru_level
     name = str(level).strip().upper()
-    number = _level_number(name)
+    try:
+        number = int(name) if name.isdigit() else logger.level(name).no
+    except ValueError:
+        raise ValueError(
+            f"unknown log level {name!r}; use TRACE, DEBUG, INFO, SUCCESS, WARNING, ERROR, CRITICAL or a number"
+        ) from None
     sink_level: str | int = number if name.isdigit() else name
     with _lock:
         root = _stdlib_logging.getLogger()
