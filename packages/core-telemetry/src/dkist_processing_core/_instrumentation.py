@@ -95,11 +95,11 @@ def auto_instrument(
                 instrumentor = instrumentor_class(config=config)
             else:
                 instrumentor = instrumentor_class()
-            if instrumentor.is_instrumented_by_opentelemetry:
-                switched_on.append(name)
-                continue
-            # The system metrics instrumentor ignores tracer_provider.
-            instrumentor.instrument(tracer_provider=tracer_provider, meter_provider=meter_provider)
+            # (the system metrics instrumentor ignores tracer_provider)
+            if not instrumentor.is_instrumented_by_opentelemetry:
+                instrumentor.instrument(
+                    tracer_provider=tracer_provider, meter_provider=meter_provider
+                )
         except Exception as error:  # a broken instrumentation must not stop the task
             _log.warning(
                 "auto-instrumentation %s could not be switched on: %s: %s",

@@ -1,19 +1,11 @@
 """Bounded delivery: drain the outbox over one confirming pika channel, retrying until the bound.
 
-pika carries the transport: ``BlockingConnection`` with its own connect, handshake and
-blocked-connection timeouts (``socket_timeout``, ``stack_timeout``,
-``blocked_connection_timeout``), publisher confirms (``confirm_delivery``) and ``mandatory``
-publishes that raise ``NackError`` / ``UnroutableError``. What pika does not do is written here,
-once:
-
-- the retry loop: pika's ``connection_attempts`` / ``retry_delay`` retry only the connect, with a
-  fixed delay and no deadline; this loop retries any failed attempt (connect, declare, publish)
-  with the backoff of ``RETRY_CONFIG``, each delay capped by the time left, and logs why it stops;
-- the bound: the job runs in a daemon thread and the caller waits at most until the deadline,
-  whatever pika is blocked on; a timer on pika's I/O loop also cuts the connection at the
-  deadline, so the thread does not outlive it (see :func:`_cut_at`);
-- the refusals waiting will not fix (credentials, virtual host, a contradicting topology) end
-  the job at once as :class:`FatalBrokerError`.
+pika carries the transport (connect/handshake/blocked timeouts, publisher confirms, ``mandatory``
+publishes raising ``NackError`` / ``UnroutableError``). What it does not do is here, once: a retry
+loop over any failed attempt (pika's retries only the connect, with no deadline) with the backoff
+of ``RETRY_CONFIG`` capped by the time left; the bound (a daemon thread the caller waits for at
+most until the deadline, and :func:`_cut_at`); and :class:`FatalBrokerError` for the refusals
+waiting will not fix (docs/decisions.md, "Interservice bus").
 """
 
 from __future__ import annotations

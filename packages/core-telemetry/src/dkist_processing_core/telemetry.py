@@ -20,10 +20,8 @@ clients can put their own in place with :func:`install_providers` (for example S
 are also registered as the OpenTelemetry globals when nothing else registered one first, so code
 that calls ``opentelemetry.trace.get_tracer`` directly exports too.
 
-Auto-instrumentation: when the extra ``dkist-processing-core-telemetry[instrumentation]`` is
-installed and an endpoint is configured, the pika and requests instrumentations (traces endpoint)
-and the system metrics instrumentation (metrics endpoint) are switched on, except those named in
-``OTEL_PYTHON_DISABLED_INSTRUMENTATIONS``. Without the extra nothing of it is imported.
+Auto-instrumentation (the extra ``dkist-processing-core-telemetry[instrumentation]``): see
+``_instrumentation``.
 """
 
 from __future__ import annotations
