@@ -6,7 +6,7 @@ under a guard (:mod:`._guard`) that leads the group and kills all of it when the
 by SIGKILL. A signal for the group reaches the processes the task started too, and a Ctrl-C in the
 terminal reaches only the runner, which decides what its children get: :func:`signal_group`
 (SIGINT, SIGTERM or SIGHUP as received), then after a grace period SIGKILL for whatever is left.
-:class:`ForwardedSignals` installs the runner's handlers for SIGINT, SIGTERM and SIGHUP (in the
+:func:`forwarded_signals` installs the runner's handlers for SIGINT, SIGTERM and SIGHUP (in the
 main thread only, and not for a signal that was ignored when the runner started), and puts the
 old ones back afterwards.
 
@@ -39,10 +39,10 @@ __all__ = [
     "GRACE_SECONDS",
     "LINE_LIMIT",
     "Ended",
-    "ForwardedSignals",
     "LineClipper",
     "Pieces",
     "follow",
+    "forwarded_signals",
     "read_pieces",
     "signal_group",
     "start_in_session",
@@ -146,14 +146,6 @@ class Ended:
     cut: bool  # its output was still held open by a process outside its group: no longer read
 
 
-def _pidfd(process: subprocess.Popen[bytes]) -> int | None:
-    """A descriptor that becomes readable when ``process`` exits (Linux 5.3+), else None."""
-    try:
-        return os.pidfd_open(process.pid)
-    except (AttributeError, OSError):
-        return None
-
-
 def _has_exited(process: subprocess.Popen[bytes]) -> bool:
     """Whether ``process`` has exited, without reaping it (its pid, the group's id, stays taken)."""
     if process.returncode is not None:
@@ -177,80 +169,61 @@ def follow(
     output has closed by then (a run that is stopping gives the group its grace period); read on
     until the output closes, for at most ``drain`` seconds. ``process.stdout`` is closed; if
     anything fails (``on_piece`` raises), the group is killed and the leader reaped first."""
-    try:
-        return _follow(process, on_piece, linger, limit, drain)
-    except BaseException:
-        signal_group(process, signal.SIGKILL)
-        process.wait()
-        raise
-
-
-def _follow(
-    process: subprocess.Popen[bytes],
-    on_piece: Callable[[bytes], None],
-    linger: Callable[[], float],
-    limit: int,
-    drain: float,
-) -> Ended:
     assert process.stdout is not None
     pipe = process.stdout.fileno()
     os.set_blocking(pipe, False)
-    pidfd = _pidfd(process)
+    pidfd = None
+    with contextlib.suppress(AttributeError, OSError):  # Linux 5.3+: readable once it exits
+        pidfd = os.pidfd_open(process.pid)
     pieces = Pieces(limit)
     exited_at: float | None = None
     kill_at: float | None = None  # while what is left of the group lingers
     give_up = 0.0
     is_open = True
-    with selectors.DefaultSelector() as selector:
-        selector.register(pipe, selectors.EVENT_READ)
-        if pidfd is not None:
-            selector.register(pidfd, selectors.EVENT_READ)
-        try:
-            while True:
-                timeout: float | None = None if pidfd is not None else 0.1  # (no pidfd: poll)
-                if exited_at is not None:
-                    now = time.monotonic()
-                    if kill_at is not None and now >= kill_at:
-                        signal_group(process, signal.SIGKILL)
-                        kill_at, give_up = None, now + drain
-                    if not is_open or (kill_at is None and now >= give_up):
-                        break  # (the output still open: held by a process that left the group)
-                    timeout = (give_up if kill_at is None else kill_at) - now
-                ready = selector.select(timeout)
-                if is_open and any(key.fd == pipe for key, _ in ready):
-                    is_open = _read(pipe, pieces, on_piece, selector)
-                if exited_at is None and _has_exited(process):
-                    exited_at, kill_at = time.time(), time.monotonic() + max(0.0, linger())
-                    if pidfd is not None:
-                        selector.unregister(pidfd)
-        finally:
-            if pidfd is not None:
-                os.close(pidfd)
-            for piece in pieces.finish():
-                on_piece(piece)
-            process.stdout.close()
-    if kill_at is not None:  # the group ended its output while it lingered; any rest goes now
-        signal_group(process, signal.SIGKILL)
-    return Ended(process.wait(), exited_at or time.time(), cut=is_open)
-
-
-def _read(
-    pipe: int,
-    pieces: Pieces,
-    on_piece: Callable[[bytes], None],
-    selector: selectors.BaseSelector,
-) -> bool:
-    """Read what the pipe holds now into ``on_piece``; False at its end (then unregistered)."""
     try:
-        data = os.read(pipe, LINE_LIMIT)
-    except BlockingIOError:
-        return True
-    if not data:
-        selector.unregister(pipe)
-        return False
-    for piece in pieces.feed(data):
-        on_piece(piece)
-    return True
+        with selectors.DefaultSelector() as selector:
+            selector.register(pipe, selectors.EVENT_READ)
+            if pidfd is not None:
+                selector.register(pidfd, selectors.EVENT_READ)
+            try:
+                while True:
+                    timeout: float | None = None if pidfd is not None else 0.1  # (no pidfd: poll)
+                    if exited_at is not None:
+                        now = time.monotonic()
+                        if kill_at is not None and now >= kill_at:
+                            signal_group(process, signal.SIGKILL)
+                            kill_at, give_up = None, now + drain
+                        if not is_open or (kill_at is None and now >= give_up):
+                            break  # (the output still open: held by a process that left the group)
+                        timeout = (give_up if kill_at is None else kill_at) - now
+                    ready = selector.select(timeout)
+                    if is_open and any(key.fd == pipe for key, _ in ready):
+                        try:
+                            data: bytes | None = os.read(pipe, LINE_LIMIT)
+                        except BlockingIOError:
+                            data = None
+                        if data == b"":  # the end of the output
+                            is_open = False
+                            selector.unregister(pipe)
+                        for piece in pieces.feed(data or b""):
+                            on_piece(piece)
+                    if exited_at is None and _has_exited(process):
+                        exited_at, kill_at = time.time(), time.monotonic() + max(0.0, linger())
+                        if pidfd is not None:
+                            selector.unregister(pidfd)
+            finally:
+                if pidfd is not None:
+                    os.close(pidfd)
+                for piece in pieces.finish():
+                    on_piece(piece)
+                process.stdout.close()
+        if kill_at is not None:  # the group ended its output while it lingered; any rest goes now
+            signal_group(process, signal.SIGKILL)
+        return Ended(process.wait(), exited_at or time.time(), cut=is_open)
+    except BaseException:
+        signal_group(process, signal.SIGKILL)
+        process.wait()
+        raise
 
 
 def signal_group(process: subprocess.Popen[bytes], signum: int) -> None:
@@ -276,33 +249,22 @@ def stop_group(
     process.wait()
 
 
-class ForwardedSignals:
+@contextlib.contextmanager
+def forwarded_signals(on_signal: Callable[[int], None]) -> Iterator[None]:
     """While active, SIGINT, SIGTERM and SIGHUP call ``on_signal(signum)`` instead of their default.
 
     Only in the main thread (elsewhere Python cannot install handlers, and this does nothing), and
     never for a signal that was ignored when the runner started (a background job keeps ignoring
     Ctrl-C).
     """
-
-    def __init__(self, on_signal: Callable[[int], None]) -> None:
-        self.on_signal = on_signal
-        self._previous: dict[int, Callable[[int, FrameType | None], object] | int | None] = {}
-
-    def __enter__(self) -> ForwardedSignals:
-        if threading.current_thread() is not threading.main_thread():
-            return self
-        for signum in FORWARDED_SIGNALS:
-            previous = signal.getsignal(signum)
-            if previous == signal.SIG_IGN:
-                continue
-            self._previous[signum] = previous
-            signal.signal(signum, self._handle)
-        return self
-
-    def _handle(self, signum: int, frame: FrameType | None) -> None:
-        self.on_signal(signum)
-
-    def __exit__(self, *exc_info: object) -> None:
-        for signum, previous in self._previous.items():
-            signal.signal(signum, previous if previous is not None else signal.SIG_DFL)
-        self._previous.clear()
+    previous: dict[int, Callable[[int, FrameType | None], object] | int | None] = {}
+    try:
+        if threading.current_thread() is threading.main_thread():
+            for signum in FORWARDED_SIGNALS:
+                if (handler := signal.getsignal(signum)) != signal.SIG_IGN:
+                    previous[signum] = handler
+                    signal.signal(signum, lambda number, frame: on_signal(number))
+        yield
+    finally:
+        for number, handler in previous.items():
+            signal.signal(number, handler if handler is not None else signal.SIG_DFL)

@@ -26,8 +26,8 @@ from typing import TYPE_CHECKING
 from typing import ClassVar
 
 from dkist_processing_core._pinned import parse_version
-from dkist_processing_core.engines._children import ForwardedSignals
 from dkist_processing_core.engines._children import LineClipper
+from dkist_processing_core.engines._children import forwarded_signals
 from dkist_processing_core.engines._children import read_pieces
 from dkist_processing_core.engines._children import start_in_session
 from dkist_processing_core.engines._children import stop_group
@@ -109,7 +109,7 @@ def _stream(command: list[str], env: dict[str, str], output: Output, prefix: str
     process = start_in_session(command, env)
     assert process.stdout is not None
     clipper = LineClipper(lambda left_out: f"... ({left_out} more bytes not shown)")
-    with ForwardedSignals(on_signal):
+    with forwarded_signals(on_signal):
         try:
             for piece in read_pieces(process.stdout):
                 if (line := clipper.feed(piece)) is not None:

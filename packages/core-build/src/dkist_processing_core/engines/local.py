@@ -36,7 +36,7 @@ from typing import ClassVar
 
 from dkist_processing_core.engines._children import DRAIN_SECONDS
 from dkist_processing_core.engines._children import GRACE_SECONDS
-from dkist_processing_core.engines._children import ForwardedSignals
+from dkist_processing_core.engines._children import forwarded_signals
 from dkist_processing_core.engines._children import signal_group
 from dkist_processing_core.engines._children import start_in_session
 from dkist_processing_core.engines._common import Output
@@ -59,16 +59,6 @@ __all__ = ["LocalEngine"]
 
 #: Exit status of run_task for a bad invocation: retrying it cannot help.
 _BAD_INVOCATION = 2
-
-
-def _path_safe(text: str) -> str:
-    return re.sub(r"[^A-Za-z0-9._-]", "-", text)
-
-
-def _check_jobs(jobs: int) -> int:
-    if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
-        raise ValueError(f"jobs must be an integer >= 1, got {jobs!r}")
-    return jobs
 
 
 @dataclass
@@ -144,7 +134,7 @@ class _LocalRun:
 
         However it ends, no task process is left running.
         """
-        with ForwardedSignals(lambda signum: self.events.put((None, signum, 0.0))):
+        with forwarded_signals(lambda signum: self.events.put((None, signum, 0.0))):
             try:
                 return self._schedule()
             except KeyboardInterrupt:  # SIGINT where the handler could not be installed
@@ -354,7 +344,9 @@ class LocalEngine:
             from dkist_processing_core.config import core_configuration
 
             jobs = core_configuration().cpu_count
-        self.jobs = _check_jobs(jobs)
+        if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
+            raise ValueError(f"jobs must be an integer >= 1, got {jobs!r}")
+        self.jobs = jobs
         # Absolute from here on: task processes, file URIs and the summary all see the same folder.
         self.log_dir = None if log_dir is None else Path(log_dir).expanduser().absolute()
         self.stream = stream
@@ -366,7 +358,8 @@ class LocalEngine:
         """Run every task in its own process in dependency order; return the summary."""
         workflow.check_dag()
         run_id = self.run_id or local_run_id()
-        folder = self.log_dir or default_log_root() / workflow.dag_name / _path_safe(run_id)
+        path_safe_run_id = re.sub(r"[^A-Za-z0-9._-]", "-", run_id)
+        folder = self.log_dir or default_log_root() / workflow.dag_name / path_safe_run_id
         folder.mkdir(parents=True, exist_ok=True)
         task_env = dict(os.environ if self.env is None else self.env)
         task_env[RECIPE_RUN_ID_VARIABLE] = str(recipe_run_id)
