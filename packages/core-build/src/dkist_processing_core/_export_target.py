@@ -19,70 +19,35 @@ from pathlib import Path
 
 from dkist_processing_core.errors import DKISTProcessingCoreError
 
-__all__ = ["ExportTargetError", "StagedExport", "staged_export"]
+__all__ = ["ExportTargetError", "staged_export"]
 
 # Folders an export must never write into (nor stage a folder next to): system locations.
-_SYSTEM_FOLDERS = frozenset(
-    Path(name)
-    for name in (
-        "/bin",
-        "/boot",
-        "/dev",
-        "/etc",
-        "/lib",
-        "/lib32",
-        "/lib64",
-        "/proc",
-        "/root",
-        "/run",
-        "/sbin",
-        "/sys",
-        "/usr",
-        "/var",
-        "/home",
-        "/tmp",
-        "/opt",
-        "/srv",
-        "/mnt",
-        "/media",
-    )
-)
+_SYSTEM_FOLDERS = {
+    Path(f"/{name}")
+    for name in "bin boot dev etc lib lib32 lib64 proc root run sbin sys usr var home tmp opt srv "
+    "mnt media".split()
+}
 
 
 class ExportTargetError(DKISTProcessingCoreError, ValueError):
     """The export target cannot be used (not a folder, a filesystem root or a system folder)."""
 
 
-class StagedExport:
-    """A staging folder for files bound for ``target``; :meth:`commit` moves them in."""
-
-    def __init__(self, target: Path, staging: Path) -> None:
-        self.target = target
-        self.staging = staging
-        self.committed: list[Path] = []
-
-    def staged_files(self) -> list[Path]:
-        """Paths of the staged files, relative to the staging folder, sorted."""
-        return sorted(
-            path.relative_to(self.staging) for path in self.staging.rglob("*") if not path.is_dir()
-        )
-
-    def commit(self) -> list[Path]:
-        """Move the staged files into the target; return their final paths."""
-        files = self.staged_files()
-        if not self.target.exists():
-            os.rename(self.staging, self.target)
-        else:
-            for relative in files:
-                destination = self.target / relative
-                if destination.is_dir():
-                    raise ExportTargetError(
-                        f"{destination} is a folder; the export would write a file there"
-                    )
-                destination.parent.mkdir(parents=True, exist_ok=True)
-                os.replace(self.staging / relative, destination)
-        self.committed = [self.target / relative for relative in files]
-        return self.committed
+def _commit(staging: Path, target: Path) -> None:
+    """Move the files of ``staging`` into ``target``."""
+    if not target.exists():
+        os.rename(staging, target)
+        return
+    for relative in sorted(
+        path.relative_to(staging) for path in staging.rglob("*") if not path.is_dir()
+    ):
+        destination = target / relative
+        if destination.is_dir():
+            raise ExportTargetError(
+                f"{destination} is a folder; the export would write a file there"
+            )
+        destination.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(staging / relative, destination)
 
 
 def _check_target(target: Path) -> None:
@@ -114,12 +79,11 @@ def _create_folder(folder: Path) -> list[Path]:
 
 
 @contextlib.contextmanager
-def staged_export(target: str | os.PathLike[str]) -> Iterator[StagedExport]:
-    """Yield a :class:`StagedExport` whose ``staging`` folder the caller fills.
+def staged_export(target: str | os.PathLike[str]) -> Iterator[Path]:
+    """Yield the staging folder for the caller to fill.
 
-    On a normal exit of the ``with`` block the staged files are committed into ``target`` (unless
-    the caller already did); on an exception nothing reaches the target and everything created
-    along the way is removed.
+    On a normal exit of the ``with`` block the staged files are moved into ``target``; on an
+    exception nothing reaches the target and everything created along the way is removed.
     """
     target_path = Path(target).absolute()
     _check_target(target_path)
@@ -127,10 +91,8 @@ def staged_export(target: str | os.PathLike[str]) -> Iterator[StagedExport]:
     staging = target_path.parent / f".{target_path.name}.staging-{uuid.uuid4().hex[:12]}"
     try:
         staging.mkdir()  # honours the umask, unlike tempfile.mkdtemp's 0o700
-        export = StagedExport(target_path, staging)
-        yield export
-        if not export.committed:
-            export.commit()
+        yield staging
+        _commit(staging, target_path)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         for parent in reversed(created_parents):  # innermost first; only if still empty

@@ -187,38 +187,24 @@ def validate_workflows(
     temporary folder that is removed afterwards; with ``export_path`` the validated files are
     also written there (like :func:`export_dags`).
     """
-    with _dagbag_loader("validate_workflows") as loader:  # imports Airflow meanwhile
+    with (
+        _dagbag_loader("validate_workflows") as loader,  # imports Airflow meanwhile
+        tempfile.TemporaryDirectory(prefix="dkist-validate-") as temporary,
+    ):
         name, found, problems = discover(workflow_package)
         healthy, workflow_problems = _workflow_problems(found)
         problems += workflow_problems
-        _validate_exports(loader, name, healthy, problems, export_path)
-    return [item.workflow for item in found]
-
-
-def _validate_exports(
-    loader: DagBagLoader,
-    name: str,
-    healthy: list[Found],
-    problems: list[Problem],
-    export_path: str | Path | None,
-) -> None:
-    with tempfile.TemporaryDirectory(prefix="dkist-validate-") as folder:
-        exported: dict[str, Found] = {}
-        for item in healthy:
-            try:
-                path = item.workflow.export_dag(folder)
-            except Exception as error:
-                problems.append(_export_problem(item, "export_dag", error))
-                continue
-            exported[path.name] = item
+        folder = Path(temporary)
+        exported = _export_each(healthy, folder, "export_dag", problems)
         if exported:
-            problems += _dagbag_problems(loader, Path(folder), exported)
+            problems += _dagbag_problems(loader, folder, exported)
         if problems:
             raise WorkflowValidationError(name, problems)
         if export_path is not None:
-            with staged_export(export_path) as staged:
+            with staged_export(export_path) as staging:
                 for file_name in exported:
-                    shutil.copy2(Path(folder) / file_name, staged.staging / file_name)
+                    shutil.copy2(folder / file_name, staging / file_name)
+    return [item.workflow for item in found]
 
 
 # ---------------------------------------------------------------------------------- exports
@@ -235,9 +221,26 @@ def _checked_workflows(package: PackageLike) -> tuple[str, list[Found]]:
     return name, healthy
 
 
-def _report(progress: Progress | None, message: str) -> None:
-    if progress is not None:
-        progress(message)
+def _export_each(
+    found: list[Found],
+    folder: Path,
+    method: str,
+    problems: list[Problem],
+    progress: Progress | None = None,
+) -> dict[str, Found]:
+    """Call ``workflow.<method>(folder)`` for each workflow; ``{file name: workflow}`` of those
+    written, a problem in ``problems`` for each that failed."""
+    written: dict[str, Found] = {}
+    for number, item in enumerate(found, start=1):
+        try:
+            path: Path = getattr(item.workflow, method)(folder)
+        except Exception as error:
+            problems.append(_export_problem(item, method, error))
+            continue
+        written[path.name] = item
+        if progress is not None:
+            progress(f"[{number}/{len(found)}] {item.workflow.dag_name}: {path.name}")
+    return written
 
 
 def export_dags(
@@ -253,38 +256,19 @@ def export_dags(
     Airflow ``DagBag`` before they reach ``path``. See the module docstring for how ``path`` is
     written.
     """
-    with contextlib.ExitStack() as stack:
-        # the DagBag's child imports Airflow while the pipeline is imported and the files written
-        loader = stack.enter_context(_dagbag_loader("export_dags")) if validate else None
+    # the DagBag's child imports Airflow while the pipeline is imported and the files written
+    with _dagbag_loader("export_dags") if validate else contextlib.nullcontext() as loader:
         name, found = _checked_workflows(workflow_package)
-        return _export_dag_files(loader, name, found, path, progress)
-
-
-def _export_dag_files(
-    loader: DagBagLoader | None,
-    name: str,
-    found: list[Found],
-    path: str | Path,
-    progress: Progress | None,
-) -> list[Path]:
-    with staged_export(path) as staged:
-        exported: dict[str, Found] = {}
-        problems: list[Problem] = []
-        for number, item in enumerate(found, start=1):
-            try:
-                written = item.workflow.export_dag(staged.staging)
-            except Exception as error:
-                problems.append(_export_problem(item, "export_dag", error))
-                continue
-            exported[written.name] = item
-            _report(progress, f"[{number}/{len(found)}] {item.workflow.dag_name}: {written.name}")
-        if loader is not None and not problems:
-            _report(progress, f"loading {len(exported)} DAG file(s) in an Airflow DagBag")
-            problems += _dagbag_problems(loader, staged.staging, exported)
-        if problems:
-            raise WorkflowValidationError(name, problems)
-        staged.commit()
-    return [staged.target / file_name for file_name in exported]
+        with staged_export(path) as staging:
+            problems: list[Problem] = []
+            exported = _export_each(found, staging, "export_dag", problems, progress)
+            if loader is not None and not problems:
+                if progress is not None:
+                    progress(f"loading {len(exported)} DAG file(s) in an Airflow DagBag")
+                problems += _dagbag_problems(loader, staging, exported)
+            if problems:
+                raise WorkflowValidationError(name, problems)
+    return [Path(path).absolute() / file_name for file_name in exported]
 
 
 def export_notebooks(
@@ -295,25 +279,16 @@ def export_notebooks(
 ) -> list[Path]:
     """Write the notebook (``{dag_id}.ipynb``) of every workflow into folder ``path``; return the files."""
     name, found = _checked_workflows(workflow_package)
-    with staged_export(path) as staged:
-        written = _stage_notebooks(name, found, staged.staging, progress)
-        staged.commit()
-    return [staged.target / path.name for path in written]
+    with staged_export(path) as staging:
+        written = _stage_notebooks(name, found, staging, progress)
+    return [Path(path).absolute() / file_name for file_name in written]
 
 
 def _stage_notebooks(
     name: str, found: list[Found], folder: Path, progress: Progress | None
-) -> list[Path]:
+) -> dict[str, Found]:
     problems: list[Problem] = []
-    written: list[Path] = []
-    for number, item in enumerate(found, start=1):
-        try:
-            notebook = item.workflow.export_notebook(folder)
-        except Exception as error:
-            problems.append(_export_problem(item, "export_notebook", error))
-            continue
-        written.append(notebook)
-        _report(progress, f"[{number}/{len(found)}] {item.workflow.dag_name}: {notebook.name}")
+    written = _export_each(found, folder, "export_notebook", problems, progress)
     if problems:
         raise WorkflowValidationError(name, problems)
     return written
@@ -378,9 +353,9 @@ def export_notebook_dockerfile(
     text = notebook_dockerfile(
         requirements, generator=f"dkist-processing-core-build {__version__}", base_image=base_image
     )
-    with staged_export(path) as staged:
-        _stage_notebooks(name, found, staged.staging / NOTEBOOK_FOLDER, progress)
-        (staged.staging / "Dockerfile").write_text(text, encoding="utf-8")
-        _report(progress, "Dockerfile")
-        staged.commit()
-    return staged.target / "Dockerfile"
+    with staged_export(path) as staging:
+        _stage_notebooks(name, found, staging / NOTEBOOK_FOLDER, progress)
+        (staging / "Dockerfile").write_text(text, encoding="utf-8")
+        if progress is not None:
+            progress("Dockerfile")
+    return Path(path).absolute() / "Dockerfile"
