@@ -18,7 +18,6 @@ import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from types import TracebackType
 
 from dkist_processing_core.errors import DKISTProcessingCoreError
 
@@ -63,18 +62,13 @@ class DagBagLoader:
         """Every ``*.py`` file of ``folder`` through ``DagBag.process_file``; LoaderError if the child fails."""
         result = Path(self._scratch.name) / "result.json"
         request = {"folder": str(folder), "result": str(result)}
-        assert self._child.stdin is not None
-        try:
-            self._child.stdin.write((json.dumps(request) + "\n").encode())
-            self._child.stdin.close()
-        except BrokenPipeError:
-            pass  # the child died already: reported below
-        try:
-            status = self._child.wait(TIMEOUT_SECONDS)
+        try:  # (a child that died already is reported below)
+            self._child.communicate((json.dumps(request) + "\n").encode(), TIMEOUT_SECONDS)
         except subprocess.TimeoutExpired:
             self._child.kill()
             self._child.wait()
             raise LoaderError(f"the DagBag did not finish in {TIMEOUT_SECONDS:.0f} s") from None
+        status = self._child.returncode
         if status != 0 or not result.exists():
             tail = self._log.read_text(errors="replace")[-3000:]
             raise LoaderError(
@@ -86,12 +80,7 @@ class DagBagLoader:
     def __enter__(self) -> DagBagLoader:
         return self
 
-    def __exit__(
-        self,
-        kind: type[BaseException] | None,
-        error: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
+    def __exit__(self, *exc_info: object) -> None:
         if self._child.poll() is None:
             self._child.kill()
             self._child.wait()

@@ -219,22 +219,18 @@ COMMANDS = {
 
 
 # ------------------------------------------------------------------------------------ main
-def _failure_lines(error: BaseException) -> tuple[int, list[str]]:
-    """Exit status and the lines to print for an error raised by a command."""
+def _failure_line(error: BaseException) -> tuple[int, str]:
+    """Exit status and the line to print for an error raised by a command."""
     from dkist_processing_core.build_utils import WorkflowValidationError
 
+    message = str(error).strip() or type(error).__name__
     if isinstance(error, WorkflowValidationError):
-        return error.exit_status, [f"{PROG}: validation failed: {_message(error)}"]
+        return error.exit_status, f"{PROG}: validation failed: {message}"
     if isinstance(error, DKISTProcessingCoreError):
-        return error.exit_status, [f"{PROG}: error: {_message(error)}"]
-    return EXIT_FAILURE, [
-        f"{PROG}: error: {type(error).__name__}: {_message(error)} (run with --debug for the traceback)"
-    ]
-
-
-def _message(error: BaseException) -> str:
-    text = str(error).strip()
-    return text if text else type(error).__name__
+        return error.exit_status, f"{PROG}: error: {message}"
+    return EXIT_FAILURE, (
+        f"{PROG}: error: {type(error).__name__}: {message} (run with --debug for the traceback)"
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -259,16 +255,13 @@ def main(argv: list[str] | None = None) -> int:
         _stderr(f"{PROG}: interrupted")
         return 128 + getattr(interrupt, "signum", signal.SIGINT)
     except Exception as error:
-        status, lines = _failure_lines(error)
+        status, line = _failure_line(error)
         if args.debug:
             traceback.print_exc()
-            details = [
-                problem.detail for problem in getattr(error, "problems", []) if problem.detail
-            ]
-            for detail in details:
-                _stderr(detail.rstrip())
-        for line in lines:
-            _stderr(line)
+            for problem in getattr(error, "problems", []):
+                if problem.detail:
+                    _stderr(problem.detail.rstrip())
+        _stderr(line)
         return status
 
 
