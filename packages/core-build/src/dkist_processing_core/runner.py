@@ -42,10 +42,6 @@ __all__ = [
 ]
 
 
-def _flag(option: str) -> str:
-    return "--" + option.replace("_", "-")
-
-
 def run_workflow(
     workflow: Workflow, recipe_run_id: int | str, engine: str = "local", **options: Any
 ) -> RunSummary:
@@ -58,7 +54,7 @@ def run_workflow(
     foreign = sorted(set(options) - chosen.options)
     if foreign:
         owners = sorted({name for name in ENGINES if foreign[0] in engine_class(name).options})
-        flags = " and ".join(_flag(option) for option in foreign)
+        flags = " and ".join("--" + option.replace("_", "-") for option in foreign)
         where = f"--engine {' or '.join(owners)} only" if owners else "no engine"
         raise UsageError(f"{flags} {'apply' if len(foreign) > 1 else 'applies'} to {where}")
     return chosen(**options).run(workflow, recipe_run_id)

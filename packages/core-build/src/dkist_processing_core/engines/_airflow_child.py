@@ -9,7 +9,6 @@ failure callbacks included), and writes their final states to a JSON file for th
 from __future__ import annotations
 
 import argparse
-import datetime as _dt
 import json
 import re
 import subprocess
@@ -22,12 +21,6 @@ from dkist_processing_core.recipe_run_id import parse_recipe_run_id
 __all__ = ["RESULT_FORMAT", "main"]
 
 RESULT_FORMAT = 1
-
-
-def _epoch(value: Any) -> float | None:
-    if isinstance(value, _dt.datetime):
-        return value.timestamp()
-    return None
 
 
 def _write(path: Path, content: dict[str, Any]) -> None:
@@ -59,8 +52,8 @@ def _child(dag_folder: Path, dag_id: str, recipe_run_id: int, result: Path) -> i
             "task_id": ti.task_id,
             "state": None if ti.state is None else str(ti.state),
             "try_number": ti.try_number,
-            "start": _epoch(ti.start_date),
-            "end": _epoch(ti.end_date),
+            "start": ti.start_date and ti.start_date.timestamp(),
+            "end": ti.end_date and ti.end_date.timestamp(),
         }
         for ti in dag_run.get_task_instances()
     ]

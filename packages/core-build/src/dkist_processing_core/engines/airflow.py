@@ -204,19 +204,15 @@ class AirflowEngine:
             for node in workflow.topological_sort():
                 item = by_id.get(node.task_id, {})
                 state = item.get("state")
-                if state in (TaskState.SUCCESS, TaskState.FAILED):
-                    mapped, note = TaskState(state), ""
-                else:
-                    mapped, note = TaskState.SKIPPED, f"not run ({state or 'no state'})"
-                try_number = item.get("try_number") or 0
+                ran = state in (TaskState.SUCCESS, TaskState.FAILED)
                 results.append(
                     TaskResult(
                         node.task_id,
-                        state=mapped,
-                        attempts=try_number if mapped != TaskState.SKIPPED else 0,
+                        state=TaskState(state) if ran else TaskState.SKIPPED,
+                        attempts=(item.get("try_number") or 0) if ran else 0,
                         started=item.get("start"),
                         ended=item.get("end"),
-                        note=note,
+                        note="" if ran else f"not run ({state or 'no state'})",
                     )
                 )
             return RunSummary(

@@ -25,13 +25,11 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from graphlib import TopologicalSorter
 from pathlib import Path
 from typing import IO
 from typing import TYPE_CHECKING
-from typing import Any
 from typing import ClassVar
 
 from dkist_processing_core.engines._children import DRAIN_SECONDS
@@ -53,7 +51,6 @@ from dkist_processing_core.recipe_run_id import RECIPE_RUN_ID_VARIABLE
 
 if TYPE_CHECKING:
     from dkist_processing_core._workflow_model import Workflow
-    from dkist_processing_core.node import Node
 
 __all__ = ["LocalEngine"]
 
@@ -82,7 +79,7 @@ class _LocalRun:
         run_id: str,
         output: Output,
         env: dict[str, str],
-        report_failure: Callable[[Workflow, Node, dict[str, Any]], str] | None,
+        report_failures: bool,
     ) -> None:
         self.workflow = workflow
         self.recipe_run_id = recipe_run_id
@@ -91,7 +88,7 @@ class _LocalRun:
         self.run_id = run_id
         self.out = output
         self.env = env
-        self.report_failure = report_failure
+        self.report_failures = report_failures
         self.nodes = workflow.topological_sort()
         self.by_id = {node.task_id: node for node in self.nodes}
         self.position = {node.task_id: index for index, node in enumerate(self.nodes)}
@@ -126,9 +123,6 @@ class _LocalRun:
         )
         self.queue = retrying + waiting
 
-    def _ready(self, now: float) -> list[str]:
-        return [task_id for task_id in self.queue if self.retry_at.get(task_id, 0.0) <= now]
-
     def execute(self) -> bool:
         """Run until done; return False if stopped by a signal (Ctrl-C, SIGTERM, SIGHUP).
 
@@ -150,7 +144,8 @@ class _LocalRun:
         while True:
             now = time.monotonic()
             if not self.stopping:
-                for task_id in self._ready(now)[: self.jobs - len(self.running)]:
+                ready = [task for task in self.queue if self.retry_at.get(task, 0.0) <= now]
+                for task_id in ready[: self.jobs - len(self.running)]:
                     self._start(task_id)
             # Retries not yet due; one that is due but found no free slot waits for an event.
             waits = [] if self.stopping else [at - now for at in self.retry_at.values() if at > now]
@@ -217,18 +212,6 @@ class _LocalRun:
             signal_group(attempt.process, signal.SIGKILL)
 
     # ---------------------------------------------------------------- processes
-    def _command(self, node: Node) -> list[str]:
-        # --opt=value: a name or version that starts with "-" is never read as an option.
-        return [
-            sys.executable,
-            "-m",
-            "dkist_processing_core.run_task",
-            f"--module={node.module_path}",
-            f"--task={node.task_id}",
-            f"--workflow-name={self.workflow.workflow_name}",
-            f"--workflow-version={self.workflow.workflow_version}",
-        ]
-
     def _start(self, task_id: str) -> None:
         node = self.by_id[task_id]
         result = self.results[task_id]
@@ -241,8 +224,17 @@ class _LocalRun:
             result.started = started
         header = f"--- {task_id} attempt {result.attempts} (recipe run {self.recipe_run_id}, {self.run_id})"
         output = TaskOutput(task_id, result.log_path, header, self.out)
+        command = [  # --opt=value: a name or version that starts with "-" is never an option
+            sys.executable,
+            "-m",
+            "dkist_processing_core.run_task",
+            f"--module={node.module_path}",
+            f"--task={node.task_id}",
+            f"--workflow-name={self.workflow.workflow_name}",
+            f"--workflow-version={self.workflow.workflow_version}",
+        ]
         try:
-            process = start_in_session(self._command(node), self.env)
+            process = start_in_session(command, self.env)
         except OSError as error:
             output.close()
             raise RunError(f"cannot start the process of task {task_id}: {error}") from error
@@ -312,9 +304,9 @@ class _LocalRun:
         if not self.stopping and (self.queue or self.running or self.sorter.is_active()):
             self.out.line("runner", "no new tasks will start; waiting for the running ones")
         self.stopping = True
-        if self.report_failure is not None:
+        if self.report_failures:
             context = failure_context(self.workflow, self.run_id, self.recipe_run_id, node, result)
-            self.out.line("runner", self.report_failure(self.workflow, node, context))
+            self.out.line("runner", report_on_isb(self.workflow, node, context))
 
 
 class LocalEngine:
@@ -378,7 +370,7 @@ class LocalEngine:
             run_id,
             output,
             task_env,
-            report_on_isb if self.report_failures else None,
+            self.report_failures,
         )
         started = time.monotonic()
         completed = run.execute()
