@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import pkgutil
 import traceback
-from collections.abc import Callable
 from dataclasses import dataclass
 from importlib import import_module
 from types import ModuleType
@@ -35,7 +34,6 @@ __all__ = [
     "find_workflow",
 ]
 
-Progress = Callable[[str], None]
 PackageLike = ModuleType | str
 
 

@@ -141,10 +141,8 @@ def ensure_wheelhouse(
         same = canonical_name(name) == canonical_name(distribution)
         requirements.append(f"{source}[{','.join(extras)}]" if same and extras else str(source))
     command = [sys.executable, "-m", "pip", "wheel", "--quiet", "--wheel-dir", str(folder)]
-    if importlib.util.find_spec("hatchling") is not None:
-        command.append(
-            "--no-build-isolation"
-        )  # build with the hatchling installed here: no download
+    if importlib.util.find_spec("hatchling") is not None:  # build with it here: no download
+        command.append("--no-build-isolation")
     command += requirements
     log(f"building wheels of {', '.join(sources)} and their dependencies into {folder}")
     result = subprocess.run(command, capture_output=True, text=True, check=False)

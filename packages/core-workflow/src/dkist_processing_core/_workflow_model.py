@@ -73,10 +73,6 @@ def _validate_tags(tags: object) -> list[str]:
     return list(items)
 
 
-def _dedup(values: list[str]) -> list[str]:
-    return list(dict.fromkeys(values))
-
-
 def _check_importable(package: str) -> None:
     if package in sys.modules:
         return
@@ -157,7 +153,7 @@ class Workflow:
             else (input_data, output_data, category)
         )
         built_in_tags = [self.workflow_version, *(str(part) for part in parts)]
-        self.tags: list[str] = _dedup([*_validate_tags(tags), *built_in_tags])
+        self.tags: list[str] = list(dict.fromkeys([*_validate_tags(tags), *built_in_tags]))
         self._nodes: list[Node] = []
         # Indexes of _nodes, so that add_node's checks cost the same for the 5,000th node as the first.
         self._by_task: dict[type[TaskBase], Node] = {}

@@ -87,9 +87,7 @@ def validate_package_name(value: object, what: str = "workflow_package") -> str:
     return value
 
 
-@cache
-def _distributions_of_top_level_packages() -> dict[str, list[str]]:
-    return dict(packages_distributions())
+_distributions_of_top_level_packages = cache(packages_distributions)
 
 
 @cache
