@@ -9,9 +9,8 @@ and turns them into artifacts:
   empty workflows, duplicate DAG ids, DAG files Airflow rejects). Nothing outside the temporary
   folder is written.
 - :func:`export_dags`, :func:`export_notebooks` and :func:`export_notebook_dockerfile` write into a
-  target folder all at once or not at all: the files are staged next to the target, checked, and
-  moved in. Other files in the target are never touched (the export writes beside them, as the
-  previous product did); a file of the same name is replaced.
+  target folder all at once or not at all, beside the files already there (a file of the same
+  name is replaced).
 
 ``package`` is the module object (``import my_pipeline.workflows``) or its dotted name.
 """

@@ -161,13 +161,11 @@ def follow(
     on_piece: Callable[[bytes], None],
     *,
     linger: Callable[[], float] = lambda: 0.0,
-    limit: int = LINE_LIMIT,
-    drain: float = DRAIN_SECONDS,
 ) -> Ended:
     """Pass the output of ``process`` to ``on_piece`` (in :class:`Pieces`) until ``process`` has
     exited. Then kill what is left of its group: at once, or after ``linger()`` seconds unless the
     output has closed by then (a run that is stopping gives the group its grace period); read on
-    until the output closes, for at most ``drain`` seconds. ``process.stdout`` is closed; if
+    until the output closes, for at most :data:`DRAIN_SECONDS`. ``process.stdout`` is closed; if
     anything fails (``on_piece`` raises), the group is killed and the leader reaped first."""
     assert process.stdout is not None
     pipe = process.stdout.fileno()
@@ -175,7 +173,7 @@ def follow(
     pidfd = None
     with contextlib.suppress(AttributeError, OSError):  # Linux 5.3+: readable once it exits
         pidfd = os.pidfd_open(process.pid)
-    pieces = Pieces(limit)
+    pieces = Pieces()
     exited_at: float | None = None
     kill_at: float | None = None  # while what is left of the group lingers
     give_up = 0.0
@@ -192,7 +190,7 @@ def follow(
                         now = time.monotonic()
                         if kill_at is not None and now >= kill_at:
                             signal_group(process, signal.SIGKILL)
-                            kill_at, give_up = None, now + drain
+                            kill_at, give_up = None, now + DRAIN_SECONDS
                         if not is_open or (kill_at is None and now >= give_up):
                             break  # (the output still open: held by a process that left the group)
                         timeout = (give_up if kill_at is None else kill_at) - now
@@ -235,14 +233,12 @@ def signal_group(process: subprocess.Popen[bytes], signum: int) -> None:
 def stop_group(
     process: subprocess.Popen[bytes],
     signum: int,
-    *,
-    hurry: Callable[[], bool] = lambda: False,
-    grace: float = GRACE_SECONDS,
+    hurry: Callable[[], bool],
 ) -> None:
-    """Send ``signum`` to the group ``process`` leads, give it ``grace`` seconds to end (until
+    """Send ``signum`` to the group ``process`` leads, give it :data:`GRACE_SECONDS` to end (until
     ``hurry()`` says stop waiting), then kill whatever is left of the group and reap the leader."""
     signal_group(process, signum)
-    give_up = time.monotonic() + grace
+    give_up = time.monotonic() + GRACE_SECONDS
     while not hurry() and time.monotonic() < give_up and process.poll() is None:
         time.sleep(0.1)
     signal_group(process, signal.SIGKILL)

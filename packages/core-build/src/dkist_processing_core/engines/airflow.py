@@ -120,7 +120,7 @@ def _stream(command: list[str], env: dict[str, str], output: Output, prefix: str
         except BaseException:  # never leave Airflow or its tasks running behind us
             if stop_signal is None:  # an error of ours
                 stop_signal = signal.SIGTERM
-            stop_group(process, stop_signal, hurry=lambda: hurry)
+            stop_group(process, stop_signal, lambda: hurry)
             raise
         finally:
             process.stdout.close()
