@@ -22,11 +22,11 @@ from dkist_processing_core.errors import DKISTProcessingCoreError
 __all__ = ["ExportTargetError", "staged_export"]
 
 # Folders an export must never write into (nor stage a folder next to): system locations.
-_SYSTEM_FOLDERS = {
+_SYSTEM_FOLDERS = frozenset(
     Path(f"/{name}")
     for name in "bin boot dev etc lib lib32 lib64 proc root run sbin sys usr var home tmp opt srv "
     "mnt media".split()
-}
+)
 
 
 class ExportTargetError(DKISTProcessingCoreError, ValueError):

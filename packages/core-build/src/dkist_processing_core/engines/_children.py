@@ -167,6 +167,17 @@ def follow(
     output has closed by then (a run that is stopping gives the group its grace period); read on
     until the output closes, for at most :data:`DRAIN_SECONDS`. ``process.stdout`` is closed; if
     anything fails (``on_piece`` raises), the group is killed and the leader reaped first."""
+    try:
+        return _follow(process, on_piece, linger)
+    except BaseException:
+        signal_group(process, signal.SIGKILL)
+        process.wait()
+        raise
+
+
+def _follow(
+    process: subprocess.Popen[bytes], on_piece: Callable[[bytes], None], linger: Callable[[], float]
+) -> Ended:
     assert process.stdout is not None
     pipe = process.stdout.fileno()
     os.set_blocking(pipe, False)
@@ -178,50 +189,45 @@ def follow(
     kill_at: float | None = None  # while what is left of the group lingers
     give_up = 0.0
     is_open = True
-    try:
-        with selectors.DefaultSelector() as selector:
-            selector.register(pipe, selectors.EVENT_READ)
+    with selectors.DefaultSelector() as selector:
+        selector.register(pipe, selectors.EVENT_READ)
+        if pidfd is not None:
+            selector.register(pidfd, selectors.EVENT_READ)
+        try:
+            while True:
+                timeout: float | None = None if pidfd is not None else 0.1  # (no pidfd: poll)
+                if exited_at is not None:
+                    now = time.monotonic()
+                    if kill_at is not None and now >= kill_at:
+                        signal_group(process, signal.SIGKILL)
+                        kill_at, give_up = None, now + DRAIN_SECONDS
+                    if not is_open or (kill_at is None and now >= give_up):
+                        break  # (the output still open: held by a process that left the group)
+                    timeout = (give_up if kill_at is None else kill_at) - now
+                ready = selector.select(timeout)
+                if is_open and any(key.fd == pipe for key, _ in ready):
+                    try:
+                        data: bytes | None = os.read(pipe, LINE_LIMIT)
+                    except BlockingIOError:
+                        data = None
+                    if data == b"":  # the end of the output
+                        is_open = False
+                        selector.unregister(pipe)
+                    for piece in pieces.feed(data or b""):
+                        on_piece(piece)
+                if exited_at is None and _has_exited(process):
+                    exited_at, kill_at = time.time(), time.monotonic() + max(0.0, linger())
+                    if pidfd is not None:
+                        selector.unregister(pidfd)
+        finally:
             if pidfd is not None:
-                selector.register(pidfd, selectors.EVENT_READ)
-            try:
-                while True:
-                    timeout: float | None = None if pidfd is not None else 0.1  # (no pidfd: poll)
-                    if exited_at is not None:
-                        now = time.monotonic()
-                        if kill_at is not None and now >= kill_at:
-                            signal_group(process, signal.SIGKILL)
-                            kill_at, give_up = None, now + DRAIN_SECONDS
-                        if not is_open or (kill_at is None and now >= give_up):
-                            break  # (the output still open: held by a process that left the group)
-                        timeout = (give_up if kill_at is None else kill_at) - now
-                    ready = selector.select(timeout)
-                    if is_open and any(key.fd == pipe for key, _ in ready):
-                        try:
-                            data: bytes | None = os.read(pipe, LINE_LIMIT)
-                        except BlockingIOError:
-                            data = None
-                        if data == b"":  # the end of the output
-                            is_open = False
-                            selector.unregister(pipe)
-                        for piece in pieces.feed(data or b""):
-                            on_piece(piece)
-                    if exited_at is None and _has_exited(process):
-                        exited_at, kill_at = time.time(), time.monotonic() + max(0.0, linger())
-                        if pidfd is not None:
-                            selector.unregister(pidfd)
-            finally:
-                if pidfd is not None:
-                    os.close(pidfd)
-                for piece in pieces.finish():
-                    on_piece(piece)
-                process.stdout.close()
-        if kill_at is not None:  # the group ended its output while it lingered; any rest goes now
-            signal_group(process, signal.SIGKILL)
-        return Ended(process.wait(), exited_at or time.time(), cut=is_open)
-    except BaseException:
+                os.close(pidfd)
+            for piece in pieces.finish():
+                on_piece(piece)
+            process.stdout.close()
+    if kill_at is not None:  # the group ended its output while it lingered; any rest goes now
         signal_group(process, signal.SIGKILL)
-        process.wait()
-        raise
+    return Ended(process.wait(), exited_at or time.time(), cut=is_open)
 
 
 def signal_group(process: subprocess.Popen[bytes], signum: int) -> None:
