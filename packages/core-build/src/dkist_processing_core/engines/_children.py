@@ -206,15 +206,7 @@ def _follow(
                     timeout = (give_up if kill_at is None else kill_at) - now
                 ready = selector.select(timeout)
                 if is_open and any(key.fd == pipe for key, _ in ready):
-                    try:
-                        data: bytes | None = os.read(pipe, LINE_LIMIT)
-                    except BlockingIOError:
-                        data = None
-                    if data == b"":  # the end of the output
-                        is_open = False
-                        selector.unregister(pipe)
-                    for piece in pieces.feed(data or b""):
-                        on_piece(piece)
+                    is_open = _read(pipe, pieces, on_piece, selector)
                 if exited_at is None and _has_exited(process):
                     exited_at, kill_at = time.time(), time.monotonic() + max(0.0, linger())
                     if pidfd is not None:
@@ -228,6 +220,25 @@ def _follow(
     if kill_at is not None:  # the group ended its output while it lingered; any rest goes now
         signal_group(process, signal.SIGKILL)
     return Ended(process.wait(), exited_at or time.time(), cut=is_open)
+
+
+def _read(
+    pipe: int,
+    pieces: Pieces,
+    on_piece: Callable[[bytes], None],
+    selector: selectors.BaseSelector,
+) -> bool:
+    """Read what the pipe holds now into ``on_piece``; False at its end (then unregistered)."""
+    try:
+        data = os.read(pipe, LINE_LIMIT)
+    except BlockingIOError:
+        return True
+    if not data:
+        selector.unregister(pipe)
+        return False
+    for piece in pieces.feed(data):
+        on_piece(piece)
+    return True
 
 
 def signal_group(process: subprocess.Popen[bytes], signum: int) -> None:
