@@ -142,7 +142,7 @@ class _Collector:
         self.verb = "would remove" if dry_run else "removed"
 
     def _remove(
-        self, folder: Path, path: Path, label: str, why: str, size: int, unpublish: bool
+        self, folder: Path, path: Path, label: str, why: str, size: int, *, unpublish: bool
     ) -> bool:
         """Under the key's lock: unpublish, rename to a trash name, delete; count and say it."""
         if not self.dry_run:
@@ -195,7 +195,9 @@ class _Collector:
                         if name.startswith("aside-")
                         else "not published (half-built or superseded)"
                     )
-                    if self._remove(folder, child, f"{folder.name}/{name}", why, size, False):
+                    if self._remove(
+                        folder, child, f"{folder.name}/{name}", why, size, unpublish=False
+                    ):
                         self.report.size_before += size
                         self.report.entries += 1
                 if current is not None and (folder / current).is_dir():
@@ -218,7 +220,7 @@ class _Collector:
                 return False
             reason = f"{why} (last used {age} ago)"
             return self._remove(
-                entry.folder, entry.path, entry.folder.name, reason, entry.size, True
+                entry.folder, entry.path, entry.folder.name, reason, entry.size, unpublish=True
             )
 
 
